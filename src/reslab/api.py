@@ -1,0 +1,48 @@
+"""The top-level entry points that join the rooms: build a model, then load its weights."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reslab.layers import LayerSet
+from reslab.models import InputNormalize, ResNet, build_model
+
+__all__ = ["create_model"]
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int | None = None,
+    in_chans: int = 3,
+    layers: str | LayerSet = "torch",
+    pretrained: str | None = None,
+    normalize: bool | dict | InputNormalize | None = True,
+    **overrides: Any,
+) -> ResNet:
+    """Build a registered ResNet, optionally with weights.
+
+    Args:
+        name: a name from :func:`reslab.list_models`.
+        num_classes: classifier outputs (default: the model's, e.g. 1000 or 10).
+        in_chans: input channels; 3-channel weights are adapted to it on load.
+        layers: ``"torch"`` (torch.nn) or ``"scratch"`` (reslab.ops) layer set.
+        pretrained: weights to load: a file path, URL or known tag.
+        normalize: ``True`` puts the model's fixed input normalisation inside it so it
+            takes 0–1 images; ``False`` for raw inputs; or a dict/``InputNormalize``.
+        **overrides: any :class:`~reslab.models.ResNet` argument (``small_input=True``,
+            ``width=0.5``, ``drop_path_rate=0.1``, ``shortcut="conv"``, …).
+    """
+    model = build_model(
+        name,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        layers=layers,
+        normalize=normalize,
+        **overrides,
+    )
+    if pretrained is not None:
+        from reslab.weights import load_weights
+
+        load_weights(model, pretrained)
+    return model

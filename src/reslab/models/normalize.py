@@ -1,0 +1,83 @@
+"""Input normalisation that lives inside the model.
+
+A model built with ``normalize=True`` takes images scaled to 0–1 and applies
+its own fixed preprocessing, so forgetting to normalise (and getting confident
+nonsense) cannot happen. The statistics are non-persistent buffers: they are
+not part of the state dict, so torchvision weights still load 1:1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+# Keras "caffe" preprocessing: 0-255 pixels, BGR order, mean subtracted, no std.
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+
+
+class InputNormalize(nn.Module):
+    """``y = (x[:, order] * scale - mean) / std`` with fixed per-channel statistics.
+
+    Args:
+        mean: per-channel mean, in the *output* channel order.
+        std: per-channel std, in the output channel order.
+        scale: factor applied first (255 for models trained on 0–255 pixels).
+        bgr: reverse the channel order (RGB → BGR) before subtracting the mean.
+    """
+
+    def __init__(
+        self,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        scale: float = 1.0,
+        bgr: bool = False,
+    ) -> None:
+        super().__init__()
+        if len(mean) != len(std):
+            raise ValueError(f"mean has {len(mean)} channels but std has {len(std)}")
+        self.scale = float(scale)
+        self.bgr = bool(bgr)
+        # Plain copies for config(): readable even when the buffers live on "meta".
+        self._stats = ([float(m) for m in mean], [float(s) for s in std])
+        shape = (1, len(mean), 1, 1)
+        self.register_buffer("mean", torch.tensor(mean).view(shape), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(shape), persistent=False)
+
+    @property
+    def num_channels(self) -> int:
+        return self.mean.shape[1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.bgr:
+            x = x.flip(1)
+        if self.scale != 1.0:
+            x = x * self.scale
+        return (x - self.mean) / self.std
+
+    def config(self) -> dict:
+        return {
+            "mean": list(self._stats[0]),
+            "std": list(self._stats[1]),
+            "scale": self.scale,
+            "bgr": self.bgr,
+        }
+
+    def extra_repr(self) -> str:
+        cfg = self.config()
+        mean = ", ".join(f"{m:.4g}" for m in cfg["mean"])
+        std = ", ".join(f"{s:.4g}" for s in cfg["std"])
+        return f"mean=({mean}), std=({std}), scale={self.scale:g}, bgr={self.bgr}"
+
+
+def channel_stats(stats: Sequence[float], in_chans: int) -> tuple[float, ...]:
+    """Adapt 3-channel statistics to ``in_chans`` channels (averaged, then repeated)."""
+    if len(stats) == in_chans:
+        return tuple(stats)
+    avg = sum(stats) / len(stats)
+    return (avg,) * in_chans
