@@ -7,7 +7,7 @@ from typing import Any
 from reslab.layers import LayerSet
 from reslab.models import InputNormalize, ResNet, build_model
 
-__all__ = ["create_model"]
+__all__ = ["create_model", "resolve_model"]
 
 
 def create_model(
@@ -46,3 +46,21 @@ def create_model(
 
         load_weights(model, pretrained)
     return model
+
+
+def resolve_model(spec: str, **kwargs: Any) -> ResNet:
+    """Build a model from a command-line spec.
+
+    ``spec`` is a reslab checkpoint file, ``MODEL@WEIGHTS`` (a registered name and a weights
+    tag, file or URL) or a bare ``MODEL`` (random weights). ``kwargs`` go to :func:`create_model`.
+    """
+    from pathlib import Path
+
+    from reslab.weights import is_checkpoint, load_checkpoint
+
+    if Path(spec).is_file() and is_checkpoint(spec):
+        return load_checkpoint(spec)
+    if Path(spec).exists():
+        raise ValueError(f"{spec}: not a reslab checkpoint (expected a .safetensors from reslab)")
+    name, _, weights = spec.partition("@")
+    return create_model(name, pretrained=weights or None, **kwargs)
