@@ -39,7 +39,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         size = model.default_cfg["input_size"]
         gflops = count_flops(model, size) / 1e9
         res = f"{size[1]}x{size[2]}"
-        print(f"{name:<20} {params:>12,} {gflops:>8.3f}  {res:<10} {get_model_spec(name).description}")
+        print(
+            f"{name:<20} {params:>12,} {gflops:>8.3f}  {res:<10} {get_model_spec(name).description}"
+        )
     print("GFLOPs: one image at the input size shown, a multiply-add counted as two operations.")
     return 0
 
@@ -50,8 +52,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     size = (args.in_chans, args.size, args.size) if args.size else cfg["input_size"]
     x = torch.zeros((1, *size), device="meta")
     print(f"{args.model}: {get_model_spec(args.model).description}")
-    print(f"input: (N, {size[0]}, H, W) images scaled to 0-1, default {size[1]}x{size[2]}; "
-          f"normalised inside the model with mean={_fmt(cfg['mean'])} std={_fmt(cfg['std'])}")
+    print(
+        f"input: (N, {size[0]}, H, W) images scaled to 0-1, default {size[1]}x{size[2]}; "
+        f"normalised inside the model with mean={_fmt(cfg['mean'])} std={_fmt(cfg['std'])}"
+    )
     print(f"\n{'stage':<10} {'output shape':<22} {'params':>12}")
     with torch.no_grad():
         h = model.eval()._stem(x)
@@ -64,11 +68,15 @@ def cmd_info(args: argparse.Namespace) -> int:
             params = sum(p.numel() for p in stage.parameters())
             print(f"{name:<10} {str(tuple(h.shape)):<22} {params:>12,}")
         logits = model.forward_head(h)
-    print(f"{'head':<10} {str(tuple(logits.shape)):<22} "
-          f"{sum(p.numel() for p in model.fc.parameters()):>12,}")
+    print(
+        f"{'head':<10} {str(tuple(logits.shape)):<22} "
+        f"{sum(p.numel() for p in model.fc.parameters()):>12,}"
+    )
     total = sum(p.numel() for p in model.parameters())
-    print(f"\ntotal parameters: {total:,}   GFLOPs at {size[1]}x{size[2]}: "
-          f"{count_flops(model, size) / 1e9:.3f}")
+    print(
+        f"\ntotal parameters: {total:,}   GFLOPs at {size[1]}x{size[2]}: "
+        f"{count_flops(model, size) / 1e9:.3f}"
+    )
     return 0
 
 

@@ -23,7 +23,12 @@ __all__ = [
 
 
 def conv3x3(
-    ls: LayerSet, in_planes: int, out_planes: int, stride: int = 1, groups: int = 1, dilation: int = 1
+    ls: LayerSet,
+    in_planes: int,
+    out_planes: int,
+    stride: int = 1,
+    groups: int = 1,
+    dilation: int = 1,
 ) -> nn.Module:
     """3x3 convolution with padding; no bias because a BatchNorm follows."""
     return ls.conv2d(

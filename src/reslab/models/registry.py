@@ -79,45 +79,99 @@ for _d in (18, 34, 50, 101, 152):
     _b, _l = DEPTHS[_d]
     _register(f"resnet{_d}", f"ResNet-{_d} (torchvision)", block=_b, layers=_l)
 for _d in (50, 101):
-    _register(f"wide_resnet{_d}_2", f"Wide ResNet-{_d}-2", block=BOTTLE, layers=DEPTHS[_d][1],
-              width_per_group=128)
+    _register(
+        f"wide_resnet{_d}_2",
+        f"Wide ResNet-{_d}-2",
+        block=BOTTLE,
+        layers=DEPTHS[_d][1],
+        width_per_group=128,
+    )
 for _d, _g, _w in ((50, 32, 4), (101, 32, 8), (101, 64, 4)):
-    _register(f"resnext{_d}_{_g}x{_w}d", f"ResNeXt-{_d} {_g}x{_w}d", block=BOTTLE,
-              layers=DEPTHS[_d][1], groups=_g, width_per_group=_w)
+    _register(
+        f"resnext{_d}_{_g}x{_w}d",
+        f"ResNeXt-{_d} {_g}x{_w}d",
+        block=BOTTLE,
+        layers=DEPTHS[_d][1],
+        groups=_g,
+        width_per_group=_w,
+    )
 
 # The original paper's v1 bottleneck: the first 1x1 conv strides.
 for _d in (50, 101, 152):
-    _register(f"resnet{_d}_v1", f"ResNet-{_d} v1 (stride on the 1x1, as in the paper)",
-              block=BOTTLE, layers=DEPTHS[_d][1], stride_in_1x1=True)
+    _register(
+        f"resnet{_d}_v1",
+        f"ResNet-{_d} v1 (stride on the 1x1, as in the paper)",
+        block=BOTTLE,
+        layers=DEPTHS[_d][1],
+        stride_in_1x1=True,
+    )
 
 # Bag of tricks: ResNet-C (deep stem) and ResNet-D (deep stem + avg-pool shortcut), as in timm.
-_register("resnet50c", "ResNet-50-C: deep 3x3 stem", block=BOTTLE, layers=DEPTHS[50][1],
-          stem_type="deep", stem_width=32)
+_register(
+    "resnet50c",
+    "ResNet-50-C: deep 3x3 stem",
+    block=BOTTLE,
+    layers=DEPTHS[50][1],
+    stem_type="deep",
+    stem_width=32,
+)
 for _d in (18, 26, 34, 50, 101, 152):
     _b, _l = DEPTHS[_d]
-    _register(f"resnet{_d}d", f"ResNet-{_d}-D: deep stem, avg-pool shortcut (timm)", block=_b,
-              layers=_l, stem_type="deep", stem_width=32, shortcut="avg")
+    _register(
+        f"resnet{_d}d",
+        f"ResNet-{_d}-D: deep stem, avg-pool shortcut (timm)",
+        block=_b,
+        layers=_l,
+        stem_type="deep",
+        stem_width=32,
+        shortcut="avg",
+    )
 
 # fastai's xresnet: stem 3->32->32->64, avg-pool shortcut, last BN of each block zeroed.
 for _d in (18, 34, 50, 101, 152):
     _b, _l = DEPTHS[_d]
-    _register(f"xresnet{_d}", f"fastai xresnet{_d}", block=_b, layers=_l, stem_type="deep",
-              stem_width=32, shortcut="avg", zero_init_last=True)
+    _register(
+        f"xresnet{_d}",
+        f"fastai xresnet{_d}",
+        block=_b,
+        layers=_l,
+        stem_type="deep",
+        stem_width=32,
+        shortcut="avg",
+        zero_init_last=True,
+    )
 
 # The paper's CIFAR nets (section 4.2): 6n+2 layers, 16/32/64 channels, option A shortcuts.
 _CIFAR_ARCH = {"block": BASIC, "stage_widths": (16, 32, 64), "small_input": True}
 for _depth in (20, 32, 44, 56, 110, 1202):
     _n = (_depth - 2) // 6
-    _register(f"resnet{_depth}", f"CIFAR ResNet-{_depth} (option A shortcuts)", CIFAR_CFG,
-              layers=(_n,) * 3, shortcut="pad", **_CIFAR_ARCH)
+    _register(
+        f"resnet{_depth}",
+        f"CIFAR ResNet-{_depth} (option A shortcuts)",
+        CIFAR_CFG,
+        layers=(_n,) * 3,
+        shortcut="pad",
+        **_CIFAR_ARCH,
+    )
 # Plain twins: the same layers without shortcuts (the degradation experiment).
 for _depth in (20, 32, 44, 56, 110):
     _n = (_depth - 2) // 6
-    _register(f"plain{_depth}", f"CIFAR plain-{_depth} (no shortcuts)", CIFAR_CFG,
-              layers=(_n,) * 3, shortcut="none", **_CIFAR_ARCH)
+    _register(
+        f"plain{_depth}",
+        f"CIFAR plain-{_depth} (no shortcuts)",
+        CIFAR_CFG,
+        layers=(_n,) * 3,
+        shortcut="none",
+        **_CIFAR_ARCH,
+    )
 for _d in (18, 34):
-    _register(f"plain{_d}", f"plain-{_d} (ResNet-{_d} without shortcuts)", block=BASIC,
-              layers=DEPTHS[_d][1], shortcut="none")
+    _register(
+        f"plain{_d}",
+        f"plain-{_d} (ResNet-{_d} without shortcuts)",
+        block=BASIC,
+        layers=DEPTHS[_d][1],
+        shortcut="none",
+    )
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -163,12 +217,15 @@ def build_model(
     num_classes = cfg["num_classes"] if num_classes is None else num_classes
     norm = _make_normalize(normalize, cfg, in_chans)
     arch = {**spec.arch, **overrides}
-    model = ResNet(num_classes=num_classes, in_chans=in_chans, layer_set=layers, normalize=norm,
-                   **arch)
+    model = ResNet(
+        num_classes=num_classes, in_chans=in_chans, layer_set=layers, normalize=norm, **arch
+    )
     if norm is not None:
         cfg.update(mean=tuple(norm.config()["mean"]), std=tuple(norm.config()["std"]))
     else:
-        cfg.update(mean=channel_stats(cfg["mean"], in_chans), std=channel_stats(cfg["std"], in_chans))
+        cfg.update(
+            mean=channel_stats(cfg["mean"], in_chans), std=channel_stats(cfg["std"], in_chans)
+        )
     cfg.update(
         architecture=name,
         input_size=(in_chans, *cfg["input_size"][1:]),

@@ -1,4 +1,4 @@
-"""One configurable ResNet: torchvision's nets, ResNet-B/C/D, xresnet, the CIFAR nets, plain nets."""
+"""One configurable ResNet: torchvision nets, ResNet-B/C/D, xresnet, CIFAR nets, plain nets."""
 
 from __future__ import annotations
 
@@ -82,8 +82,9 @@ class ResNet(nn.Module):
                 f"normalisation has {normalize.num_channels} channels but in_chans={in_chans}"
             )
         self.normalize = normalize if normalize is not None else ls.identity()
-        self.conv1 = self._make_stem(ls, stem_type, max(1, int(round(stem_width * width))),
-                                     small_input)
+        self.conv1 = self._make_stem(
+            ls, stem_type, max(1, int(round(stem_width * width))), small_input
+        )
         self.bn1 = ls.batch_norm2d(self.inplanes)
         self.relu = ls.relu(inplace=True)
         self.maxpool = (

@@ -14,8 +14,13 @@ from typing import Any
 from reslab.models import ResNet, build_model
 from reslab.weights.io import WeightsError, atomic_write, read_safetensors_metadata
 
-__all__ = ["CONFIG_KEY", "is_checkpoint", "load_checkpoint", "read_checkpoint_config",
-           "save_checkpoint"]
+__all__ = [
+    "CONFIG_KEY",
+    "is_checkpoint",
+    "load_checkpoint",
+    "read_checkpoint_config",
+    "save_checkpoint",
+]
 
 CONFIG_KEY = "reslab"
 
@@ -39,7 +44,9 @@ def save_checkpoint(path: str | Path, model: ResNet, **state: Any) -> Path:
     config["build"] = {**build, "num_classes": model.num_classes}
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     path = Path(path)
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={CONFIG_KEY: json.dumps(config)}))
+    atomic_write(
+        path, lambda tmp: save_file(tensors, tmp, metadata={CONFIG_KEY: json.dumps(config)})
+    )
     return path
 
 

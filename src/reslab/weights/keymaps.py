@@ -24,6 +24,6 @@ def to_reslab_keys(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
             stripped = False
             for prefix in _PREFIXES:
                 if key.startswith(prefix):
-                    key, stripped = key[len(prefix):], True
+                    key, stripped = key[len(prefix) :], True
         out[key] = value
     return out

@@ -28,9 +28,15 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], source:
         if own[k].shape != state_dict[k].shape
     )
     if missing or unexpected or wrong:
-        parts = [f"{label} ({len(keys)}): {', '.join(keys[:8])}{' …' if len(keys) > 8 else ''}"
-                 for label, keys in (("missing", missing), ("unexpected", unexpected),
-                                     ("wrong shape", wrong)) if keys]
+        parts = [
+            f"{label} ({len(keys)}): {', '.join(keys[:8])}{' …' if len(keys) > 8 else ''}"
+            for label, keys in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("wrong shape", wrong),
+            )
+            if keys
+        ]
         where = f" from {source}" if source else ""
         raise StateDictMismatch(f"weights{where} do not fit the model: " + "; ".join(parts))
 

@@ -1,0 +1,212 @@
+"""Every registered model through the same checks (in the style of timm's test_models).
+
+References are independent: torchvision and timm instances, the paper's Table 6, and
+hand-written forward passes.
+"""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+import torchvision
+
+import reslab
+from conftest import randomize_bn
+from reslab.models import get_model_spec
+
+ALL = reslab.list_models()
+TORCHVISION = [
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "wide_resnet50_2",
+    "wide_resnet101_2",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
+]
+TIMM_SAME_ARCH = {  # reslab name -> timm model with the same architecture
+    "resnet18d": "resnet18d",
+    "resnet26d": "resnet26d",
+    "resnet34d": "resnet34d",
+    "resnet50d": "resnet50d",
+    "resnet101d": "resnet101d",
+    "resnet152d": "resnet152d",
+    "resnet50c": "resnet50c",
+    "xresnet18": "resnet18d",
+    "xresnet34": "resnet34d",
+    "xresnet50": "resnet50d",
+    "xresnet101": "resnet101d",
+    "xresnet152": "resnet152d",
+}
+# The paper's Table 6 (CIFAR-10), parameters in millions.
+PAPER_PARAMS_M = {
+    "resnet20": 0.27,
+    "resnet32": 0.46,
+    "resnet44": 0.66,
+    "resnet56": 0.85,
+    "resnet110": 1.7,
+    "resnet1202": 19.4,
+}
+BIG = {
+    "resnet1202",
+    "wide_resnet101_2",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
+    "resnet152",
+    "resnet152d",
+    "xresnet152",
+    "resnet152_v1",
+}
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def meta(fn, *args, **kwargs):
+    with torch.device("meta"):
+        return fn(*args, **kwargs)
+
+
+def small_input(name: str, batch: int = 2) -> torch.Tensor:
+    # ImageNet nets at 64 px keep every stage's spatial size >= 2 and the test fast.
+    res = 32 if get_model_spec(name).cfg["input_size"][1] <= 32 else 64
+    return torch.rand(batch, 3, res, res)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_forward_backward(name):
+    if name in BIG:
+        pytest.skip("covered by the slow variant")
+    _forward_backward(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(BIG))
+def test_forward_backward_big(name):
+    _forward_backward(name)
+
+
+def _forward_backward(name):
+    model = reslab.create_model(name, num_classes=7)
+    x = small_input(name)
+    out = model(x)
+    assert out.shape == (2, 7)
+    assert torch.isfinite(out).all()
+    out.logsumexp(1).sum().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_param_count_against_reference(name):
+    ours = n_params(meta(reslab.create_model, name))
+    if name in TORCHVISION:
+        assert ours == n_params(meta(getattr(torchvision.models, name)))
+    elif name.endswith("_v1"):  # v1 moves a stride, not a weight
+        assert ours == n_params(meta(getattr(torchvision.models, name[:-3])))
+    elif name in TIMM_SAME_ARCH:
+        assert ours == n_params(meta(timm.create_model, TIMM_SAME_ARCH[name]))
+    elif name in PAPER_PARAMS_M:
+        assert round(ours / 1e6, 2 if ours < 1e6 else 1) == PAPER_PARAMS_M[name]
+    elif name.startswith("plain"):
+        twin = "resnet" + name[len("plain") :]
+        ref = meta(reslab.create_model, twin)
+        shortcut = sum(p.numel() for n, p in ref.named_parameters() if "downsample" in n)
+        assert ours == n_params(ref) - shortcut
+    else:
+        pytest.fail(f"{name} has no independent parameter-count reference")
+
+
+def test_torchvision_counts_quoted_in_issue():
+    quoted = {
+        "resnet18": 11_689_512,
+        "resnet34": 21_797_672,
+        "resnet50": 25_557_032,
+        "resnet101": 44_549_160,
+        "resnet152": 60_192_808,
+    }
+    for name, count in quoted.items():
+        assert n_params(meta(reslab.create_model, name)) == count
+
+
+def _torchvision_pair(name, tmp_path, fmt=".pth"):
+    tv = randomize_bn(getattr(torchvision.models, name)())
+    path = tmp_path / f"{name}{fmt}"
+    if fmt == ".pth":
+        torch.save(tv.state_dict(), path)
+    else:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in tv.state_dict().items()}, str(path))
+    ours = reslab.create_model(name, normalize=False, pretrained=str(path))
+    return tv, ours
+
+
+@pytest.mark.parametrize("name", TORCHVISION)
+def test_torchvision_parity_eval(name, tmp_path):
+    tv, ours = _torchvision_pair(name, tmp_path, ".pth" if "50" in name else ".safetensors")
+    assert list(ours.state_dict()) == list(tv.state_dict())
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(x), tv.eval()(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_torchvision_parity_train(name, tmp_path):
+    tv, ours = _torchvision_pair(name, tmp_path)
+    x = torch.rand(4, 3, 64, 64)
+    out_tv, out_ours = tv.train()(x), ours.train()(x)
+    torch.testing.assert_close(out_ours, out_tv, atol=1e-5, rtol=1e-5)
+    out_tv.square().mean().backward()
+    out_ours.square().mean().backward()
+    tv_params = dict(tv.named_parameters())
+    for key, p in ours.named_parameters():
+        torch.testing.assert_close(p.grad, tv_params[key].grad, atol=1e-5, rtol=1e-4)
+    tv_state = tv.state_dict()
+    for key, value in ours.state_dict().items():
+        torch.testing.assert_close(value, tv_state[key], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "name", ["resnet18d", "resnet34d", "resnet50d", "resnet26d", "resnet50c", "xresnet50"]
+)
+def test_timm_parity(name, tmp_path):
+    from safetensors.torch import save_file
+
+    ref = randomize_bn(timm.create_model(TIMM_SAME_ARCH[name], pretrained=False))
+    path = tmp_path / "timm.safetensors"
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
+    ours = reslab.create_model(name, normalize=False, pretrained=str(path))
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(x), ref.eval()(x), atol=1e-5, rtol=1e-5)
+
+
+def test_v1_puts_the_stride_on_the_first_1x1(tmp_path):
+    # Reference: torchvision's ResNet-50 with each downsampling block's strides moved by hand.
+    tv = randomize_bn(torchvision.models.resnet50())
+    for stage in (tv.layer2, tv.layer3, tv.layer4):
+        stage[0].conv1.stride, stage[0].conv2.stride = (2, 2), (1, 1)
+    ours = reslab.create_model("resnet50_v1", normalize=False)
+    ours.load_state_dict(tv.state_dict())
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(x), tv.eval()(x), atol=1e-5, rtol=1e-5)
+    # And the switch works for any bottleneck model.
+    m = reslab.create_model("resnext50_32x4d", stride_in_1x1=True)
+    assert m.layer3[0].conv1.stride == (2, 2) and m.layer3[0].conv2.stride == (1, 1)
+
+
+def test_zero_init_last_bn():
+    m = reslab.create_model("xresnet50")
+    lasts = [b.bn3.weight for stage in m.stages for b in stage]
+    assert all(torch.count_nonzero(w) == 0 for w in lasts)
+    m18 = reslab.create_model("xresnet18")
+    assert all(torch.count_nonzero(b.bn2.weight) == 0 for s in m18.stages for b in s)
+    assert torch.count_nonzero(reslab.create_model("resnet18").layer1[0].bn2.weight) > 0
