@@ -43,3 +43,28 @@ def test_unknown_model_is_one_line_with_close_matches_and_exit_2():
 def test_no_match_and_bad_usage_exit_2():
     assert run_cli("list", "nothing*").returncode == 2
     assert run_cli("info").returncode == 2  # argparse usage error
+
+
+def test_bench_compares_with_torchvision(capsys):
+    assert (
+        main(
+            [
+                "bench",
+                "resnet18",
+                "--batch",
+                "1",
+                "--size",
+                "32",
+                "--runs",
+                "1",
+                "--forward-only",
+                "--compare",
+                "torchvision",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "torchvision    forward" in out
+    ratio = float(out.split("ratio torch/torchvision forward: time ")[1].split("x")[0])
+    assert 0.2 < ratio < 5  # the same network: same order of time
