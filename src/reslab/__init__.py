@@ -2,11 +2,13 @@
 
 from reslab.api import create_model
 from reslab.models import ResNet, list_models
+from reslab.training import Learner
 from reslab.weights import load_checkpoint, load_weights, save_checkpoint
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Learner",
     "ResNet",
     "__version__",
     "create_model",

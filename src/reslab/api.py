@@ -14,7 +14,7 @@ def create_model(
     name: str,
     *,
     num_classes: int | None = None,
-    in_chans: int = 3,
+    in_chans: int | None = None,
     layers: str | LayerSet = "torch",
     pretrained: str | None = None,
     normalize: bool | dict | InputNormalize | None = True,
@@ -25,27 +25,37 @@ def create_model(
     Args:
         name: a name from :func:`reslab.list_models`.
         num_classes: classifier outputs (default: the model's, e.g. 1000 or 10).
-        in_chans: input channels; 3-channel weights are adapted to it on load.
+        in_chans: input channels (default 3, or the channels of reslab-checkpoint
+            weights); weights for other channels are adapted to it on load.
         layers: ``"torch"`` (torch.nn) or ``"scratch"`` (reslab.ops) layer set.
-        pretrained: weights to load: a file path, URL or known tag.
+        pretrained: weights to load: a file path, URL or known tag (``reslab weights
+            list``). A reslab checkpoint also brings its normalisation, options and class
+            names; a ``num_classes`` other than the weights' gets a fresh classifier.
         normalize: ``True`` puts the model's fixed input normalisation inside it so it
             takes 0–1 images; ``False`` for raw inputs; or a dict/``InputNormalize``.
         **overrides: any :class:`~reslab.models.ResNet` argument (``small_input=True``,
             ``width=0.5``, ``drop_path_rate=0.1``, ``shortcut="conv"``, …).
     """
-    model = build_model(
+    if pretrained is not None:
+        from reslab.weights.tags import create_pretrained
+
+        return create_pretrained(
+            name,
+            str(pretrained),
+            num_classes=num_classes,
+            in_chans=in_chans,
+            layers=layers,
+            normalize=normalize,
+            **overrides,
+        )
+    return build_model(
         name,
         num_classes=num_classes,
-        in_chans=in_chans,
+        in_chans=3 if in_chans is None else in_chans,
         layers=layers,
         normalize=normalize,
         **overrides,
     )
-    if pretrained is not None:
-        from reslab.weights import load_weights
-
-        load_weights(model, pretrained)
-    return model
 
 
 def resolve_model(spec: str, **kwargs: Any) -> ResNet:

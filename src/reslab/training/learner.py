@@ -1,0 +1,364 @@
+"""The Learner: a small training loop whose features all live in callbacks."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import re
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from reslab.training.callback import (
+    Callback,
+    CancelBatchException,
+    CancelEpochException,
+    CancelFitException,
+    CancelStepException,
+)
+from reslab.training.metrics import Metric, get_metric
+from reslab.training.optim import create_optimizer
+
+__all__ = ["Learner"]
+
+
+class Learner:
+    """Train, validate and predict with a model; callbacks add every feature.
+
+    Args:
+        model: the network (moved to ``device``).
+        train_dl: training batches ``(x, y)``; reslab loaders also offer ``set_epoch`` and
+            ``batches(start)`` for exact resumes.
+        valid_dl: validation batches (or ``None``).
+        loss_func: training loss ``loss_func(pred, y)`` (default cross-entropy).
+        metrics: names (``"accuracy"``, ``"top5"``) or :class:`Metric` objects.
+        opt: ``"sgd"`` (momentum, Nesterov) or ``"adamw"``; norms and biases get no weight decay.
+        lr: learning rate when ``fit`` gets none.
+        wd: weight decay.
+        momentum: SGD momentum (AdamW's beta1); one-cycle cycles it.
+        cbs: extra callbacks.
+        device: where to train (default: the model's device).
+        class_names: label names, stored in checkpoints.
+        valid_loss_func: validation loss (default: plain cross-entropy when ``loss_func`` is
+            a ``CrossEntropyLoss`` — so label smoothing does not inflate it — else ``loss_func``).
+        progress: tqdm bars for epochs and batches (main process only).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_dl: Iterable | None,
+        valid_dl: Iterable | None = None,
+        *,
+        loss_func: Callable[[Tensor, Tensor], Tensor] | None = None,
+        metrics: Sequence[str | Metric] = ("accuracy",),
+        opt: str = "sgd",
+        lr: float = 0.1,
+        wd: float = 5e-4,
+        momentum: float = 0.9,
+        cbs: Sequence[Callback] = (),
+        device: str | torch.device | None = None,
+        class_names: Sequence[str] | None = None,
+        valid_loss_func: Callable[[Tensor, Tensor], Tensor] | None = None,
+        progress: bool = True,
+    ) -> None:
+        from reslab.training.distributed import dist_info
+        from reslab.training.loggers import ProgressCallback, Recorder, TerminateOnNaN
+
+        self.device = torch.device(device) if device else _module_device(model)
+        self.model = model.to(self.device)
+        self.forward_model: nn.Module = self.model  # a DDP wrapper replaces this under torchrun
+        self.train_dl, self.valid_dl = train_dl, valid_dl
+        self.loss_func = loss_func or nn.CrossEntropyLoss()
+        if valid_loss_func is None:
+            is_ce = isinstance(self.loss_func, nn.CrossEntropyLoss)
+            valid_loss_func = nn.CrossEntropyLoss() if is_ce else self.loss_func
+        self.valid_loss_func = valid_loss_func
+        self.metrics = [get_metric(m) if isinstance(m, str) else m for m in metrics]
+        self.opt_name, self.lr, self.wd, self.momentum = opt, lr, wd, momentum
+        self.opt: torch.optim.Optimizer | None = None
+        self._opt_params: list[int] = []
+        self.class_names = list(class_names) if class_names else None
+        self.rank, self.world_size = dist_info()
+        self.is_main = self.rank == 0
+        # Hooks the precision/channels-last callbacks replace.
+        self.autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+        self.input_transforms: list[Callable[[Tensor], Tensor]] = []
+        self.opt_step: Callable[[], Any] = lambda: self.opt.step()
+        # Progress counters.
+        self.epoch = self.iter = self.step = self.train_iter = 0
+        self.n_epoch, self.n_iter = 1, 0
+        self.start_epoch = self.start_iter = 0
+        self.training = False
+        self.grads_pending = False
+        self.xb = self.yb = self.pred = self.loss = self.loss_grad = None
+        self.valid_results: dict[str, float] = {}
+        self._resume_rng: dict | None = None
+        self.cbs: list[Callback] = []
+        defaults = [TerminateOnNaN(), Recorder()]
+        if progress:
+            defaults.append(ProgressCallback())
+        if self.world_size > 1:
+            from reslab.training.distributed import DistributedCallback
+
+            defaults.append(DistributedCallback())
+        self.add_cbs([*defaults, *cbs])
+
+    # ------------------------------------------------------------------ callbacks
+    def add_cbs(self, cbs: Iterable[Callback]) -> Learner:
+        for cb in cbs:
+            cb.learn = self
+            self.cbs.append(cb)
+            if hasattr(cb, "attach"):
+                cb.attach()
+            attr = _snake(cb.name)
+            if not hasattr(self, attr) or isinstance(getattr(self, attr), Callback):
+                setattr(self, attr, cb)
+        self.cbs.sort(key=lambda c: c.order)
+        return self
+
+    def remove_cbs(self, cbs: Iterable[Callback]) -> Learner:
+        for cb in cbs:
+            if cb in self.cbs:
+                self.cbs.remove(cb)
+                if getattr(self, _snake(cb.name), None) is cb:
+                    delattr(self, _snake(cb.name))
+        return self
+
+    def __call__(self, event: str) -> bool:
+        """Fire ``event`` on every callback; True when one returned True (``compute_loss``)."""
+        handled = False
+        for cb in list(self.cbs):
+            method = getattr(cb, event, None)
+            if method is not None and method() is True:
+                handled = True
+        return handled
+
+    # ------------------------------------------------------------------ optimizer
+    def create_opt(self) -> torch.optim.Optimizer:
+        """(Re)build the optimizer over the parameters that currently require grad."""
+        self.opt = create_optimizer(
+            self.model, self.opt_name, lr=self.lr, wd=self.wd, momentum=self.momentum
+        )
+        self._opt_params = [id(p) for p in self.model.parameters() if p.requires_grad]
+        return self.opt
+
+    def _ensure_opt(self) -> None:
+        # Rebuilt when parameters were frozen/unfrozen since it was made (fine-tuning).
+        trainable = [id(p) for p in self.model.parameters() if p.requires_grad]
+        if self.opt is None or trainable != self._opt_params:
+            self.create_opt()
+
+    def set_hyper(self, name: str, value: float) -> None:
+        """Set ``lr`` or ``momentum`` (AdamW: beta1) on every parameter group."""
+        for group in self.opt.param_groups:
+            if name == "momentum" and "betas" in group:
+                group["betas"] = (value, group["betas"][1])
+            else:
+                group[name] = value
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, n_epoch: int, lr: float | None = None, cbs: Sequence[Callback] = ()) -> None:
+        """Train ``n_epoch`` epochs at a constant learning rate."""
+        if lr is not None:
+            self.lr = lr
+        self._ensure_opt()
+        self.set_hyper("lr", self.lr)
+        self._fit(n_epoch, cbs)
+
+    def fit_one_cycle(
+        self,
+        n_epoch: int,
+        max_lr: float | None = None,
+        *,
+        div: float = 25.0,
+        div_final: float = 1e4,
+        pct_start: float = 0.25,
+        moms: tuple[float, float] = (0.95, 0.85),
+        cbs: Sequence[Callback] = (),
+    ) -> None:
+        """Train with the one-cycle policy: LR warms up from ``max_lr/div`` to ``max_lr`` over
+        ``pct_start`` of training, then anneals (cosine) to ``max_lr/(div*div_final)``;
+        momentum moves inversely between ``moms[0]`` and ``moms[1]``."""
+        from reslab.training.schedule import OneCycleSchedule
+
+        if max_lr is not None:
+            self.lr = max_lr
+        self._ensure_opt()
+        sched = OneCycleSchedule(
+            self.lr, div=div, div_final=div_final, pct_start=pct_start, moms=moms
+        )
+        self._fit(n_epoch, [sched, *cbs])
+
+    def _fit(self, n_epoch: int, cbs: Sequence[Callback]) -> None:
+        self.n_epoch = n_epoch
+        self.n_iter = len(self.train_dl)
+        self.add_cbs(cbs)
+        try:
+            try:
+                self("before_fit")
+                for epoch in range(self.start_epoch, n_epoch):
+                    self.epoch = epoch
+                    self.valid_results = {}
+                    try:
+                        self("before_epoch")
+                        self._train_epoch()
+                        self._validate_epoch()
+                    except CancelEpochException:
+                        pass
+                    self("after_epoch")
+            except CancelFitException:
+                pass
+            self("after_fit")
+        finally:
+            for cb in self.cbs:
+                if hasattr(cb, "cleanup_fit"):
+                    cb.cleanup_fit()
+            self.remove_cbs(cbs)
+            self.start_epoch = self.start_iter = 0
+            self.training = False
+
+    def _batches(self, dl, start: int):
+        if hasattr(dl, "set_epoch"):
+            dl.set_epoch(self.epoch)
+        elif hasattr(getattr(dl, "sampler", None), "set_epoch"):
+            dl.sampler.set_epoch(self.epoch)
+        if hasattr(dl, "batches"):
+            return dl.batches(start)
+        return itertools.islice(iter(dl), start, None)
+
+    def _train_epoch(self) -> None:
+        self.training = True
+        self.model.train()
+        self.n_iter = len(self.train_dl)
+        start = self.start_iter if self.epoch == self.start_epoch else 0
+        self("before_train")
+        batches = self._batches(self.train_dl, start)
+        if self._resume_rng is not None:
+            from reslab.training.checkpoint import set_rng_state
+
+            set_rng_state(self._resume_rng)  # exactly where the interrupted run stood
+            self._resume_rng = None
+        for i, (xb, yb) in enumerate(batches, start):
+            self.iter = i
+            self.train_iter = self.epoch * self.n_iter + i
+            self.xb, self.yb = self._prepare(xb), yb.to(self.device, non_blocking=True)
+            self._one_batch()
+        self("after_train")
+        self.training = False
+
+    def _prepare(self, xb: Tensor) -> Tensor:
+        xb = xb.to(self.device, non_blocking=True)
+        for t in self.input_transforms:
+            xb = t(xb)
+        return xb
+
+    def _one_batch(self) -> None:
+        try:
+            self("before_batch")
+            with self.autocast():
+                if not self("compute_loss"):
+                    self.pred = self.forward_model(self.xb)
+                    self.loss = self.loss_func(self.pred, self.yb)
+            self.loss_grad = self.loss
+            self("after_loss")
+            self.loss_grad.backward()
+            self.grads_pending = True
+            try:
+                self("before_step")
+                self.opt_step()
+                self.step += 1
+                self("after_step")
+                self.opt.zero_grad(set_to_none=True)
+                self.grads_pending = False
+            except CancelStepException:
+                pass
+        except CancelBatchException:
+            pass
+        self("after_batch")
+
+    def _validate_epoch(self) -> None:
+        if self.valid_dl is None:
+            return
+        self("before_validate")
+        self.valid_results = self.validate()
+        self("after_validate")
+
+    # ------------------------------------------------------------------ inference
+    def validate(self, dl: Iterable | None = None) -> dict[str, float]:
+        """Loss and metrics over ``dl`` (default: the validation loader), all processes pooled."""
+        from reslab.training.distributed import all_reduce_sum
+
+        dl = self.valid_dl if dl is None else dl
+        was_training = self.model.training
+        self.model.eval()
+        for m in self.metrics:
+            m.reset()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        count = torch.zeros((), dtype=torch.float64, device=self.device)
+        with torch.no_grad(), self.autocast():
+            for xb, yb in dl.batches(0) if hasattr(dl, "batches") else dl:
+                xb, yb = self._prepare(xb), yb.to(self.device)
+                pred = self.model(xb).float()
+                loss_sum += self.valid_loss_func(pred, yb).double() * len(yb)
+                count += len(yb)
+                for m in self.metrics:
+                    m.update(pred, yb)
+        self.model.train(was_training)
+        totals = all_reduce_sum(torch.stack([loss_sum, count]))
+        results = {"valid_loss": float(totals[0] / totals[1].clamp_min(1))}
+        for m in self.metrics:
+            m.all_reduce()
+            results[m.name] = m.compute()
+        return results
+
+    def predict(self, data: Tensor | Iterable, batch_size: int = 256) -> tuple[Tensor, Tensor]:
+        """Class probabilities and predicted labels for images (0–1 floats) or a loader."""
+        self.model.eval()
+        batches = data.split(batch_size) if isinstance(data, Tensor) else (b[0] for b in data)
+        probs = []
+        with torch.no_grad(), self.autocast():
+            for xb in batches:
+                probs.append(self.model(self._prepare(xb)).float().softmax(-1).cpu())
+        p = torch.cat(probs)
+        return p, p.argmax(-1)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, path: str | Path, *, with_state: bool = False, **extra: Any) -> Path:
+        """Save the model (safetensors + JSON config + class names) to ``path``.
+
+        With ``with_state`` the optimizer/scaler/EMA/RNG/callback states go into a second
+        file beside it, so :meth:`resume` continues exactly from here.
+        """
+        from reslab.training.checkpoint import save_learner
+
+        return save_learner(self, Path(path), with_state=with_state, **extra)
+
+    def resume(self, path: str | Path) -> Learner:
+        """Load a checkpoint written during training (a run folder or its checkpoint file):
+        weights, optimizer, scaler, EMA, callback and RNG states, and the epoch/batch
+        position. The next ``fit``/``fit_one_cycle`` call (with the same arguments) continues
+        where the checkpoint left off."""
+        from reslab.training.checkpoint import resume_learner
+
+        resume_learner(self, Path(path))
+        return self
+
+    @property
+    def pct_train(self) -> float:
+        """Fraction of training done, counting batches (drives the LR schedule)."""
+        return self.train_iter / max(1, self.n_epoch * self.n_iter)
+
+
+def _module_device(model: nn.Module) -> torch.device:
+    p = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _snake(name: str) -> str:
+    """``ProgressCallback`` → ``progress``, ``EMA`` → ``ema``, ``LRFinder`` → ``lr_finder``."""
+    s = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name.replace("NaN", "Nan"))
+    return re.sub(r"([a-z\d])([A-Z])", r"\1_\2", s).lower().removesuffix("_callback")

@@ -1,0 +1,121 @@
+"""The learning-rate finder: an exponential LR sweep over a few batches, smoothed loss,
+a suggested learning rate. Model and optimizer are restored afterwards."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+from reslab.training.callback import Callback, CancelEpochException, CancelFitException
+
+__all__ = ["LRFinder", "LRFindResult", "lr_find", "suggest_lr"]
+
+
+@dataclass
+class LRFindResult:
+    lrs: list[float]
+    losses: list[float]  # smoothed (debiased exponential moving average)
+    raw_losses: list[float]
+    suggestion: float
+
+    def to_dict(self) -> dict:
+        return {
+            "lrs": self.lrs,
+            "losses": self.losses,
+            "raw_losses": self.raw_losses,
+            "suggestion": self.suggestion,
+        }
+
+
+def suggest_lr(lrs: list[float], losses: list[float]) -> float:
+    """The LR where the smoothed loss falls fastest (steepest negative slope vs. log LR),
+    searched before the loss minimum; the first and last points are ignored as noisy."""
+    if len(lrs) < 4:
+        return lrs[len(lrs) // 2]
+    end = min(range(len(losses)), key=losses.__getitem__)  # loss minimum
+    end = max(end, 3)
+    best_i, best_slope = 1, math.inf
+    for i in range(1, end):
+        slope = (losses[i + 1] - losses[i - 1]) / (math.log(lrs[i + 1]) - math.log(lrs[i - 1]))
+        if slope < best_slope:
+            best_i, best_slope = i, slope
+    return lrs[best_i]
+
+
+class LRFinder(Callback):
+    """Raise the LR exponentially from ``start_lr`` to ``end_lr`` over ``num_it`` batches;
+    stop early once the smoothed loss exceeds ``stop_div`` times its best value."""
+
+    order = -5
+
+    def __init__(self, start_lr=1e-7, end_lr=10.0, num_it=100, beta=0.98, stop_div=4.0):
+        self.start_lr, self.end_lr, self.num_it = start_lr, end_lr, num_it
+        self.beta, self.stop_div = beta, stop_div
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+        self.raw: list[float] = []
+        self._avg, self._best, self._i = 0.0, math.inf, 0
+
+    def before_batch(self) -> None:
+        if not self.learn.training:
+            return
+        pos = self._i / max(1, self.num_it - 1)
+        lr = self.start_lr * (self.end_lr / self.start_lr) ** pos
+        self.learn.set_hyper("lr", lr)
+
+    def after_batch(self) -> None:
+        learn = self.learn
+        if not learn.training or getattr(learn, "batch_loss", None) is None:
+            return
+        loss = float(learn.batch_loss)
+        self._i += 1
+        self._avg = self.beta * self._avg + (1 - self.beta) * loss
+        smooth = self._avg / (1 - self.beta**self._i)
+        self.lrs.append(float(learn.opt.param_groups[0]["lr"]))
+        self.raw.append(loss)
+        self.losses.append(smooth)
+        self._best = min(self._best, smooth)
+        if self._i >= self.num_it or smooth > self.stop_div * self._best or math.isnan(smooth):
+            raise CancelFitException
+
+    def before_validate(self) -> None:
+        raise CancelEpochException  # the sweep never validates; it goes on to the next epoch
+
+
+def lr_find(learn, start_lr=1e-7, end_lr=10.0, num_it=100) -> LRFindResult:
+    """Run the sweep on ``learn`` and put model, optimizer and callbacks back as they were."""
+    from reslab.training.checkpoint import get_rng_state, set_rng_state
+    from reslab.training.loggers import CSVLogger
+
+    learn._ensure_opt()
+    model_state = copy.deepcopy(learn.model.state_dict())
+    opt_state = copy.deepcopy(learn.opt.state_dict())
+    rng = get_rng_state()
+    # Only the sweep runs: loggers, checkpoints and averages must not see it.
+    hidden = [
+        cb
+        for cb in learn.cbs
+        if type(cb).__name__ in ("SaveCheckpoint", "EMA") or isinstance(cb, CSVLogger)
+    ]
+    recorder_state = learn.recorder.state_dict()
+    learn.remove_cbs(hidden)
+    nan_check = learn.terminate_on_nan
+    nan_check.enabled = False
+    finder = LRFinder(start_lr, end_lr, num_it)
+    n_epoch = max(1, math.ceil(num_it / max(1, len(learn.train_dl))))
+    try:
+        learn._fit(n_epoch, [finder])
+    finally:
+        learn.model.load_state_dict(model_state)
+        learn.opt.load_state_dict(opt_state)
+        learn.recorder.load_state_dict(recorder_state)
+        learn.add_cbs(hidden)
+        nan_check.enabled = True
+        learn.step = learn.epoch = learn.train_iter = 0
+        set_rng_state(rng)
+    if not finder.lrs:
+        raise ValueError("lr_find: no training batch ran")
+    return LRFindResult(
+        finder.lrs, finder.losses, finder.raw, suggest_lr(finder.lrs, finder.losses)
+    )
