@@ -58,8 +58,6 @@ RECIPES: dict[str, dict] = {
             "fashion-mnist",
             "--model",
             "resnet20",
-            "--width",
-            "2",
             "--epochs",
             "30",
             "--bs",
@@ -126,7 +124,7 @@ def run_once(name: str, seed: int, out: Path) -> dict:
         data = shared_data()
         if data is None:
             sys.exit("shared data folder not found (set RESLAB_SHARED_DATA)")
-        args += ["--data-dir", data]
+        args += ["--data-dir", data]  # shown as --data-dir DATA in the results
     cmd = [sys.executable, "-m", "reslab", "train", *args]
     load_before = os.getloadavg()[0]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -141,7 +139,7 @@ def run_once(name: str, seed: int, out: Path) -> dict:
         t += row["time"]
         curve.append((row["epoch"], round(t, 1), row["accuracy"]))
     return {
-        "cmd": "reslab train " + shlex.join(args[:-2]),
+        "cmd": "reslab train " + shlex.join([*recipe["args"], *COMMON]),
         "metrics": metrics,
         "curve": curve,
         "load": (load_before, load_after),
@@ -164,7 +162,8 @@ def main() -> None:
     accs = [r["metrics"]["test_accuracy"] for r in results]
     walls = [r["metrics"]["wall_seconds"] for r in results]
     print(f"### {args.recipe}\n")
-    print(f"- command: `{results[0]['cmd']} --seed S --out DIR`")
+    extra = " --data-dir DATA" if recipe.get("shared_data") else ""
+    print(f"- command: `{results[0]['cmd']}{extra} --seed S --out DIR`")
     print(
         f"- CPU: {cpu_name()}, torch threads {results[0]['metrics']['threads']}, "
         f"torch {torch.__version__}, runs: {args.runs} (seeds 0..{args.runs - 1})"

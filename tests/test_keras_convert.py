@@ -83,7 +83,7 @@ def _topology(weights: dict[str, np.ndarray], eps: float = EPS) -> dict:
 
 
 def write_tfjs(folder: Path, weights: dict[str, np.ndarray], shard_bytes: int = 4_000_000,
-               eps: float = EPS) -> Path:  # fmt: skip
+               eps: float = EPS, topology: dict | None = None) -> Path:  # fmt: skip
     """Write a TF.js layers-model folder: model.json + raw float32 shards (split mid-tensor)."""
     folder.mkdir(parents=True, exist_ok=True)
     blob = b"".join(np.ascontiguousarray(v, dtype="<f4").tobytes() for v in weights.values())
@@ -94,7 +94,8 @@ def write_tfjs(folder: Path, weights: dict[str, np.ndarray], shard_bytes: int = 
         paths.append(name)
     entries = [{"name": k, "shape": list(v.shape), "dtype": "float32"} for k, v in weights.items()]
     manifest = [{"paths": paths, "weights": entries}]
-    spec = {"format": "layers-model", "modelTopology": _topology(weights, eps),
+    topology = _topology(weights, eps) if topology is None else topology
+    spec = {"format": "layers-model", "modelTopology": topology,
             "weightsManifest": manifest}  # fmt: skip
     (folder / "model.json").write_text(json.dumps(spec))
     return folder
@@ -173,6 +174,32 @@ def test_epsilon_is_read_from_the_topology(tmp_path, synthetic):
     torch.testing.assert_close(ours / scale, ref / scale, rtol=0, atol=1e-4)
 
 
+def _new_style_name(name: str) -> str:
+    """Keras 2.2 names → keras.applications >= 2.3 names (conv2_block1_1_conv, …)."""
+    layer, var = name.split("/")
+    fixed = {"conv1": "conv1_conv", "bn_conv1": "conv1_bn", "fc1000": "predictions"}
+    if layer in fixed:
+        return f"{fixed[layer]}/{var}"
+    kind = "conv" if layer.startswith("res") else "bn"
+    body = layer[3:] if kind == "conv" else layer[2:]  # "2a_branch2b"
+    stage, block, branch = body[0], ord(body[1]) - ord("a") + 1, body.split("branch")[1]
+    part = {"1": "0", "2a": "1", "2b": "2", "2c": "3"}[branch]
+    return f"conv{stage}_block{block}_{part}_{kind}/{var}"
+
+
+def test_keras_applications_names_without_topology(synthetic, tmp_path):
+    weights, _ = synthetic
+    renamed = {_new_style_name(k): v for k, v in weights.items()}
+    folder = write_tfjs(tmp_path / "new", renamed, topology={})
+    model = keras_model_from_tfjs(folder).eval()
+    x = torch.rand(1, 3, 32, 32)
+    ref = keras_forward(weights, x, eps=1.001e-5)  # keras.applications' BN epsilon
+    with torch.no_grad():
+        ours = model(x).double()
+    scale = ref.abs().max()
+    torch.testing.assert_close(ours / scale, ref / scale, rtol=0, atol=1e-4)
+
+
 def test_checkpoint_tag_and_labels(synthetic, tmp_path, monkeypatch):
     weights, folder = synthetic
     monkeypatch.setenv("RESLAB_CACHE", str(tmp_path / "cache"))
@@ -227,6 +254,16 @@ def test_incomplete_model_is_a_clear_mismatch(synthetic, tmp_path):
     folder = write_tfjs(tmp_path / "p", partial)
     with pytest.raises(WeightsError, match="layer4.2.conv1.weight"):
         keras_model_from_tfjs(folder)
+    # A v1.5 layout (stride on the 3x3) is refused rather than converted wrongly.
+    from reslab.weights.keras import convert_keras_resnet
+
+    topo = _topology(weights)
+    for layer in topo["model_config"]["config"]["layers"]:
+        if layer["name"] in ("res3a_branch2a", "res3a_branch2b"):
+            layer["config"]["strides"] = [2, 2] if layer["name"].endswith("2b") else [1, 1]
+    tensors = {k: torch.from_numpy(v) for k, v in weights.items()}
+    with pytest.raises(WeightsError, match="only ResNet v1"):
+        convert_keras_resnet(tensors, topo)
 
 
 def _converted_keras() -> Path | None:

@@ -23,20 +23,10 @@ from torch.nn import init
 
 from reslab import ops
 from reslab.layers import LayerSet
+from reslab.ops.conv import _same_padding
 
-__all__ = [
-    "AdaptiveAvgPool2d",
-    "AvgPool2d",
-    "BatchNorm2d",
-    "Conv2d",
-    "Flatten",
-    "Identity",
-    "Linear",
-    "MaxPool2d",
-    "ReLU",
-    "SCRATCH_LAYERS",
-    "Sequential",
-]
+__all__ = ["AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm2d", "Conv2d", "Flatten", "Identity",
+           "Linear", "MaxPool2d", "ReLU", "SCRATCH_LAYERS", "Sequential"]  # fmt: skip
 
 _PAIR = int | tuple[int, int]
 
@@ -46,10 +36,22 @@ def _pair(value: Any) -> tuple[int, ...]:
     return tuple(value) if isinstance(value, Iterable) else (value, value)
 
 
-def _uniform_fan_in_bias(bias: Tensor, weight: Tensor) -> None:
-    fan_in, _ = init._calculate_fan_in_and_fan_out(weight)
-    bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-    init.uniform_(bias, -bound, bound)
+def _make_weight_and_bias(module: nn.Module, shape: tuple, bias: bool, factory: dict) -> None:
+    module.weight = nn.Parameter(torch.empty(shape, **factory))
+    if bias:
+        module.bias = nn.Parameter(torch.empty(shape[0], **factory))
+    else:
+        module.register_parameter("bias", None)
+
+
+def _reset_weight_and_bias(module: nn.Module) -> None:
+    # torch.nn.Conv2d's and Linear's init: kaiming_uniform(a=sqrt(5)), bias U(+-1/sqrt(fan_in)).
+    with torch.no_grad():
+        init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+        if module.bias is not None:
+            fan_in, _ = init._calculate_fan_in_and_fan_out(module.weight)
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            init.uniform_(module.bias, -bound, bound)
 
 
 class Conv2d(nn.Module):
@@ -74,57 +76,33 @@ class Conv2d(nn.Module):
         kernel_size, stride, dilation = _pair(kernel_size), _pair(stride), _pair(dilation)
         if not isinstance(padding, str):
             padding = _pair(padding)
-        if groups <= 0:
-            raise ValueError("groups must be a positive integer")
-        if in_channels % groups != 0:
-            raise ValueError("in_channels must be divisible by groups")
-        if out_channels % groups != 0:
-            raise ValueError("out_channels must be divisible by groups")
-        if isinstance(padding, str):
-            if padding not in {"same", "valid"}:
-                raise ValueError(f"Invalid padding string {padding!r}, should be 'same' or 'valid'")
-            if padding == "same" and any(s != 1 for s in stride):
-                raise ValueError("padding='same' is not supported for strided convolutions")
+        if groups <= 0 or in_channels % groups or out_channels % groups:
+            raise ValueError("groups must be positive and divide in_channels and out_channels")
+        if isinstance(padding, str) and padding not in {"same", "valid"}:
+            raise ValueError(f"Invalid padding string {padding!r}, should be 'same' or 'valid'")
+        if padding == "same" and any(s != 1 for s in stride):
+            raise ValueError("padding='same' is not supported for strided convolutions")
         if padding_mode not in {"zeros", "reflect", "replicate", "circular"}:
-            raise ValueError(
-                f"padding_mode must be zeros, reflect, replicate or circular, "
-                f"but got padding_mode='{padding_mode}'"
-            )
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = kernel_size
-        self.stride = stride
-        self.padding = padding
-        self.dilation = dilation
-        self.transposed = False
-        self.output_padding = (0, 0)
-        self.groups = groups
-        self.padding_mode = padding_mode
-        # F.pad order (left, right, top, bottom), used for the non-zero padding modes.
-        if isinstance(padding, str):
-            pads = [0, 0, 0, 0]
-            if padding == "same":
-                for i, (d, k) in enumerate(zip(dilation[::-1], kernel_size[::-1])):
-                    total = d * (k - 1)
-                    pads[2 * i], pads[2 * i + 1] = total // 2, total - total // 2
-            self._reversed_padding_repeated_twice = pads
+            raise ValueError(f"padding_mode must be zeros, reflect, replicate or circular, "
+                             f"but got padding_mode='{padding_mode}'")  # fmt: skip
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.dilation, self.groups, self.padding_mode = dilation, groups, padding_mode
+        self.transposed, self.output_padding = False, (0, 0)
+        # F.pad's (left, right, top, bottom), used by the non-zero padding modes.
+        if padding == "same":
+            top, bottom, left, right = _same_padding(kernel_size, dilation)
+            self._reversed_padding_repeated_twice = [left, right, top, bottom]
+        elif padding == "valid":
+            self._reversed_padding_repeated_twice = [0, 0, 0, 0]
         else:
             self._reversed_padding_repeated_twice = [p for p in padding[::-1] for _ in (0, 1)]
-        self.weight = nn.Parameter(
-            torch.empty((out_channels, in_channels // groups, *kernel_size), **factory_kwargs)
-        )
-        if bias:
-            self.bias = nn.Parameter(torch.empty(out_channels, **factory_kwargs))
-        else:
-            self.register_parameter("bias", None)
+        shape = (out_channels, in_channels // groups, *kernel_size)
+        _make_weight_and_bias(self, shape, bias, factory_kwargs)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # torch.nn.Conv2d's init: kaiming_uniform(a=sqrt(5)), bias U(-1/sqrt(fan_in), ...).
-        with torch.no_grad():
-            init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-            if self.bias is not None:
-                _uniform_fan_in_bias(self.bias, self.weight)
+        _reset_weight_and_bias(self)
 
     def extra_repr(self) -> str:
         s = "{in_channels}, {out_channels}, kernel_size={kernel_size}, stride={stride}"
@@ -143,16 +121,12 @@ class Conv2d(nn.Module):
         return s.format(**self.__dict__)
 
     def forward(self, input: Tensor) -> Tensor:
+        padding = self.padding
         if self.padding_mode != "zeros":
-            padded = nn.functional.pad(
-                input, self._reversed_padding_repeated_twice, mode=self.padding_mode
-            )
-            return ops.conv2d(
-                padded, self.weight, self.bias, self.stride, 0, self.dilation, self.groups
-            )
-        return ops.conv2d(
-            input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
-        )
+            pads = self._reversed_padding_repeated_twice
+            input, padding = nn.functional.pad(input, pads, mode=self.padding_mode), 0
+        return ops.conv2d(input, self.weight, self.bias, self.stride, padding, self.dilation,
+                          self.groups)  # fmt: skip
 
 
 class BatchNorm2d(nn.Module):
@@ -176,11 +150,8 @@ class BatchNorm2d(nn.Module):
     ) -> None:
         factory_kwargs = {"device": device, "dtype": dtype}
         super().__init__()
-        self.num_features = num_features
-        self.eps = eps
-        self.momentum = momentum
-        self.affine = affine
-        self.track_running_stats = track_running_stats
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
         if affine:
             self.weight = nn.Parameter(torch.empty(num_features, **factory_kwargs))
             if bias:
@@ -197,9 +168,8 @@ class BatchNorm2d(nn.Module):
                 "num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device)
             )
         else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                self.register_buffer(name, None)
         self.reset_parameters()
 
     def reset_running_stats(self) -> None:
@@ -248,16 +218,9 @@ class BatchNorm2d(nn.Module):
         # Batch statistics in training, and in eval when there are no running buffers.
         use_batch = self.training or (self.running_mean is None and self.running_var is None)
         update = not self.training or self.track_running_stats
-        return ops.batch_norm2d(
-            input,
-            self.running_mean if update else None,
-            self.running_var if update else None,
-            self.weight,
-            self.bias,
-            use_batch,
-            factor,
-            self.eps,
-        )
+        mean, var = (self.running_mean, self.running_var) if update else (None, None)
+        return ops.batch_norm2d(input, mean, var, self.weight, self.bias, use_batch, factor,
+                                self.eps)  # fmt: skip
 
 
 class ReLU(nn.Module):
@@ -292,12 +255,9 @@ class MaxPool2d(nn.Module):
         ceil_mode: bool = False,
     ) -> None:
         super().__init__()
-        self.kernel_size = kernel_size
-        self.stride = stride if (stride is not None) else kernel_size
-        self.padding = padding
-        self.dilation = dilation
-        self.return_indices = return_indices
-        self.ceil_mode = ceil_mode
+        self.kernel_size, self.stride = kernel_size, stride if stride is not None else kernel_size
+        self.padding, self.dilation = padding, dilation
+        self.return_indices, self.ceil_mode = return_indices, ceil_mode
 
     def extra_repr(self) -> str:
         return (
@@ -306,15 +266,8 @@ class MaxPool2d(nn.Module):
         )
 
     def forward(self, input: Tensor) -> Tensor | tuple[Tensor, Tensor]:
-        return ops.max_pool2d(
-            input,
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            self.dilation,
-            ceil_mode=self.ceil_mode,
-            return_indices=self.return_indices,
-        )
+        return ops.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                              self.ceil_mode, self.return_indices)  # fmt: skip
 
 
 class AvgPool2d(nn.Module):
@@ -330,26 +283,16 @@ class AvgPool2d(nn.Module):
         divisor_override: int | None = None,
     ) -> None:
         super().__init__()
-        self.kernel_size = kernel_size
-        self.stride = stride if (stride is not None) else kernel_size
-        self.padding = padding
-        self.ceil_mode = ceil_mode
-        self.count_include_pad = count_include_pad
-        self.divisor_override = divisor_override
+        self.kernel_size, self.stride = kernel_size, stride if stride is not None else kernel_size
+        self.padding, self.ceil_mode = padding, ceil_mode
+        self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
     def forward(self, input: Tensor) -> Tensor:
-        return ops.avg_pool2d(
-            input,
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            self.ceil_mode,
-            self.count_include_pad,
-            self.divisor_override,
-        )
+        return ops.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                              self.count_include_pad, self.divisor_override)  # fmt: skip
 
 
 class AdaptiveAvgPool2d(nn.Module):
@@ -380,19 +323,12 @@ class Linear(nn.Module):
     ) -> None:
         factory_kwargs = {"device": device, "dtype": dtype}
         super().__init__()
-        self.in_features = in_features
-        self.out_features = out_features
-        self.weight = nn.Parameter(torch.empty((out_features, in_features), **factory_kwargs))
-        if bias:
-            self.bias = nn.Parameter(torch.empty(out_features, **factory_kwargs))
-        else:
-            self.register_parameter("bias", None)
+        self.in_features, self.out_features = in_features, out_features
+        _make_weight_and_bias(self, (out_features, in_features), bias, factory_kwargs)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            _uniform_fan_in_bias(self.bias, self.weight)
+        _reset_weight_and_bias(self)
 
     def forward(self, input: Tensor) -> Tensor:
         return ops.linear(input, self.weight, self.bias)
@@ -409,8 +345,7 @@ class Flatten(nn.Module):
 
     def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
         super().__init__()
-        self.start_dim = start_dim
-        self.end_dim = end_dim
+        self.start_dim, self.end_dim = start_dim, end_dim
 
     def forward(self, input: Tensor) -> Tensor:
         return ops.flatten(input, self.start_dim, self.end_dim)
@@ -485,15 +420,7 @@ class Sequential(nn.Module):
 
 
 SCRATCH_LAYERS = LayerSet(
-    name="scratch",
-    conv2d=Conv2d,
-    batch_norm2d=BatchNorm2d,
-    relu=ReLU,
-    max_pool2d=MaxPool2d,
-    avg_pool2d=AvgPool2d,
-    adaptive_avg_pool2d=AdaptiveAvgPool2d,
-    linear=Linear,
-    flatten=Flatten,
-    sequential=Sequential,
-    identity=Identity,
-)
+    name="scratch", conv2d=Conv2d, batch_norm2d=BatchNorm2d, relu=ReLU, max_pool2d=MaxPool2d,
+    avg_pool2d=AvgPool2d, adaptive_avg_pool2d=AdaptiveAvgPool2d, linear=Linear, flatten=Flatten,
+    sequential=Sequential, identity=Identity,
+)  # fmt: skip

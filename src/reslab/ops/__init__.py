@@ -3,8 +3,10 @@
 Every op here is an ordinary differentiable function of torch tensors built
 from primitives (``as_strided``, ``matmul``/``sum``/``mul``, ``pad``, ``max``,
 ``mean``); none calls torch.nn.functional's convolution, pooling, batch norm
-or linear kernels. Autograd derives every backward pass. Argument names and
-defaults mirror torch's functions, so each op is a drop-in twin:
+or linear kernels. Autograd derives the backward passes; the one written by
+hand is col2im, the adjoint of the im2col copy (itself a sum of strided views,
+see :mod:`reslab.ops._windows`). Argument names and defaults mirror torch's
+functions, so each op is a drop-in twin:
 
 =======================  ==========================================
 reslab.ops               torch

@@ -55,7 +55,10 @@ CAFFE_NORMALIZE = {
     "bgr": True,
 }
 TORCH_BN_EPS = 1e-5
-KERAS_BN_EPS = 1e-3  # keras.layers.BatchNormalization's default, used when no topology says
+# Used when no topology gives the epsilon: Keras 2.2's ResNet50 kept BatchNormalization's
+# default 1e-3; keras.applications >= 2.3 (conv2_block1_1_bn names) builds with 1.001e-5.
+KERAS_BN_EPS = 1e-3
+KERAS_APPS_BN_EPS = 1.001e-5
 _V1_DEPTHS = {
     (3, 4, 6, 3): "resnet50_v1",
     (3, 4, 23, 3): "resnet101_v1",
@@ -115,7 +118,8 @@ def convert_keras_resnet(
     Args:
         tensors: ``{"res2a_branch2a/kernel": …, "bn2a_branch2a/moving_mean": …, …}``.
         topology: model.json's ``modelTopology``; supplies each BN's epsilon and lets the
-            v1 layout (stride on the first 1x1) be checked. Without it, epsilon is 1e-3.
+            v1 layout (stride on the first 1x1) be checked. Without it, epsilon is 1e-3
+            for Keras 2.2 names and 1.001e-5 for keras.applications >= 2.3 names.
     """
     configs = keras_layer_configs(topology or {})
     layers = _group_by_layer(tensors)
@@ -139,7 +143,8 @@ def convert_keras_resnet(
         if kind != "bn":
             continue
         w = layers[name]
-        eps = float(configs.get(name, ("", {}))[1].get("epsilon", KERAS_BN_EPS))
+        default_eps = KERAS_APPS_BN_EPS if name.startswith("conv") else KERAS_BN_EPS
+        eps = float(configs.get(name, ("", {}))[1].get("epsilon", default_eps))
         conv = _conv_of_bn(module)
         mean = w["moving_mean"].double()
         var = w["moving_variance"].double() + (eps - TORCH_BN_EPS)
