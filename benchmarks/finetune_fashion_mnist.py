@@ -19,20 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from pathlib import Path
 
 import torch
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from reslab.bench import cpu_name
 
 
 def main() -> None:
@@ -69,7 +60,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         rows.append(row)
     result = {"source": args.source, "gray": args.gray, "flip": args.flip, "runs": rows}
-    result.update(cpu=cpu_model(), threads=torch.get_num_threads(), torch=torch.__version__)
+    result.update(cpu=cpu_name(), threads=torch.get_num_threads(), torch=torch.__version__)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 

@@ -30,7 +30,9 @@ import tempfile
 from pathlib import Path
 
 import torch
-from imagenette_data import cpu_model, imagenette_root
+from imagenette_data import imagenette_root
+
+from reslab.bench import cpu_name
 
 
 def pretrained_head_accuracy(val_features: Path) -> dict:
@@ -102,7 +104,7 @@ def main() -> None:
     p.add_argument("--json", help="also write the result here")
     args = p.parse_args()
     result = accuracy(args) if args.part == "accuracy" else speed(args)
-    result.update(cpu=cpu_model(), threads=torch.get_num_threads(), torch=torch.__version__)
+    result.update(cpu=cpu_name(), threads=torch.get_num_threads(), torch=torch.__version__)
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

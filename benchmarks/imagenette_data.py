@@ -7,7 +7,6 @@ Not a benchmark itself; imported by ``finetune_imagenette.py`` and ``imagenette_
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 import tarfile
 import tempfile
@@ -42,13 +41,3 @@ def imagenette_root(splits: tuple[str, ...] = ("train", "val")) -> Path:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return root
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"

@@ -24,7 +24,9 @@ import time
 from pathlib import Path
 
 import torch
-from imagenette_data import cpu_model, imagenette_root
+from imagenette_data import imagenette_root
+
+from reslab.bench import cpu_name
 
 
 def main() -> None:
@@ -69,7 +71,7 @@ def main() -> None:
         "seconds": round(seconds, 1),
         "images_per_s": round(n / seconds, 2),
         "crop_pct": model.default_cfg["crop_pct"],
-        "cpu": cpu_model(),
+        "cpu": cpu_name(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }

@@ -64,7 +64,8 @@ def data_dir(tmp_path_factory):
 def _cfg(data_dir: Path, out: Path, **kw) -> TrainConfig:
     base = dict(data="fashion-mnist", data_dir=str(data_dir), out=str(out), model="resnet20",
                 width=0.25, epochs=2, bs=32, lr=0.05, accum=2, ema=0.9, label_smoothing=0.1,
-                amp=True, amp_dtype="bf16", save_every=3, progress=False, threads=1)
+                amp=True, amp_dtype="bf16", save_every=3, progress=False, threads=1,
+                device="cpu")  # bit-exact is a CPU promise (GPU: tests/test_cuda.py)
     base.update(kw)
     return TrainConfig(**base)
 

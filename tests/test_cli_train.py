@@ -125,6 +125,8 @@ def test_negative_sampling_loss(data, tmp_path):
         (["train", "--data", "fashion-mnist", "--out", "X", "--model", "resnet2O"],
          "unknown model"),
         (["train", "--data", "fashion-mnist", "--out", "X", "--loss", "nce"], "--negatives"),
+        (["train", "--data", "fashion-mnist", "--out", "X", "--schedule", "step"],
+         "--milestones"),
         (["plot", "history", "/nonexistent-run"], "no history.json"),
         (["eval", "/nonexistent.safetensors", "--data", "fashion-mnist"], "no such file"),
     ],
@@ -137,7 +139,11 @@ def test_bad_input_is_one_line_exit_2(argv, message, data, capsys, tmp_path, mon
     assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("flag", [["--epochs", "0"], ["--bs", "-3"], ["--valid-pct", "1.5"]])
+@pytest.mark.parametrize(
+    "flag",
+    [["--epochs", "0"], ["--bs", "-3"], ["--valid-pct", "1.5"], ["--milestones", "123,82"],
+     ["--milestones", "a,b"], ["--lr", "nan"]],
+)
 def test_bad_numbers_are_argparse_errors(flag, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["train", "--data", "fashion-mnist", "--out", "x", *flag])

@@ -93,7 +93,7 @@ def test_torchrun_reslab_train_cli(tmp_path):
     data = write_fake_fashion_mnist(tmp_path / "fm", n_train=320, n_test=64)
     common = ["--data", "fashion-mnist", "--data-dir", str(data), "--model", "resnet20",
               "--width", "0.25", "--epochs", "2", "--lr", "0.05", "--schedule", "constant",
-              "--bs", "16", "--no-progress"]
+              "--bs", "16", "--no-progress", "--device", "cpu"]
     proc = _torchrun("-m", "reslab", "train", *common, "--out", str(tmp_path / "ddp"))
     assert proc.stdout.count("test accuracy") == 1  # rank 0 prints, rank 1 does not
     one = subprocess.run([sys.executable, "-m", "reslab", "train", *common, "--accum", "2",

@@ -16,9 +16,11 @@ from reslab.training import (
     EarlyStopping,
     Learner,
     OneCycleSchedule,
+    StepSchedule,
     create_optimizer,
     one_cycle,
     param_groups,
+    step_lr,
 )
 
 
@@ -119,6 +121,34 @@ def test_one_cycle_matches_torch_onecyclelr():
         opt.step()
         if step < total - 1:
             sched.step()
+
+
+def test_step_lr_matches_torch_multisteplr():
+    p = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[82, 123], gamma=0.1)
+    for epoch in range(164):
+        assert step_lr(epoch, 0.1, (82, 123)) == pytest.approx(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+
+
+def test_step_schedule_sets_lr_per_epoch():
+    x, y = toy_data(48)
+    learn = learner(toy_net(), batches(x, y, 8))
+    seen = []
+
+    class Spy(Callback):
+        order = 1
+
+        def before_batch(self):
+            if self.learn.training:
+                seen.append(self.learn.opt.param_groups[0]["lr"])
+
+    learn.fit(4, 0.2, cbs=[StepSchedule(0.2, (2, 3)), Spy()])
+    assert seen == pytest.approx([0.2] * 12 + [0.02] * 6 + [0.002] * 6)
+    with pytest.raises(ValueError, match="increasing"):
+        StepSchedule(0.1, (5, 2))
 
 
 def test_fit_one_cycle_sets_lr_per_batch():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torchvision
@@ -70,3 +72,19 @@ def test_checkpoint_rebuilds_the_model_from_the_file_alone(tmp_path):
     assert loaded.normalize.config()["mean"] == pytest.approx([0.3])
     # no partial file is left behind by the atomic write
     assert [p.name for p in tmp_path.iterdir()] == ["ck.safetensors"]
+
+
+def test_atomic_write_gives_the_file_the_usual_mode(tmp_path):
+    # mkstemp's private 0600 must not leak into checkpoints and exports meant to be shared.
+    import os
+    import stat
+
+    from reslab.weights.io import atomic_write
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "w.bin", lambda tmp: Path(tmp).write_bytes(b"x"))
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "w.bin").stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["w.bin"]

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "reslab.cli.train_cmd",
     "reslab.cli.weights_cmd",
     "reslab.cli.analysis_cmd",
+    "reslab.cli.export_cmd",
 )
 
 

@@ -7,48 +7,12 @@ import json
 from pathlib import Path
 
 from reslab.cli import CliError
+from reslab.cli.argtypes import comma_list, epoch_list, fraction, positive_float, positive_int
 
 __all__ = ["register"]
 
 # Flags that may change when a run is resumed: they affect speed and display, not results.
 RUNTIME_FLAGS = ("progress", "threads", "workers", "device")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
-
-
-def _classes(text: str) -> list[str]:
-    names = [c.strip() for c in text.split(",") if c.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("expected comma-separated class names, e.g. airplane,bird")
-    return names
 
 
 # ---------------------------------------------------------------------------- train
@@ -126,25 +90,30 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     a("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR exactly")
     a("--data-dir", help="where to look for data first (then $RESLAB_DATA, ~/.cache/reslab)")
     a("--model", help="registered model name (default resnet20; see `reslab list`)")
-    a("--classes", type=_classes, help="train on these classes only, e.g. airplane,bird")
+    a("--classes", type=comma_list, help="train on these classes only, e.g. airplane,bird")
     a(
         "--valid-pct",
-        type=_fraction,
+        type=fraction,
         help="hold out this fraction of train for validation "
         "(default 0: validate on the test split)",
     )
-    a("--epochs", type=_positive_int)
-    a("--bs", type=_positive_int, help="batch size per process (default 256)")
-    a("--lr", type=_positive_float, help="(max) learning rate (default 0.4 sgd, 3e-3 adamw)")
+    a("--epochs", type=positive_int)
+    a("--bs", type=positive_int, help="batch size per process (default 256)")
+    a("--lr", type=positive_float, help="(max) learning rate (default 0.4 sgd, 3e-3 adamw)")
     a("--opt", choices=["sgd", "adamw"])
     a("--wd", type=float, help="weight decay (not on norms and biases; default 5e-4)")
-    a("--momentum", type=_positive_float)
-    a("--schedule", choices=["one-cycle", "constant"])
-    a("--pct-start", type=_fraction, help="one-cycle warm-up fraction (default 0.25)")
-    a("--label-smoothing", type=_fraction, help="default 0.1")
-    a("--ema", type=_fraction, metavar="DECAY", help="keep an EMA of the weights, e.g. 0.999")
-    a("--accum", type=_positive_int, help="gradient accumulation: batches per optimizer step")
-    a("--clip", type=_positive_float, help="clip the gradient norm to this value")
+    a("--momentum", type=positive_float)
+    a("--schedule", choices=["one-cycle", "constant", "step"])
+    a(
+        "--milestones",
+        type=epoch_list,
+        help="epochs where --schedule step divides the LR by 10 (the paper: 82,123 of 164)",
+    )
+    a("--pct-start", type=fraction, help="one-cycle warm-up fraction (default 0.25)")
+    a("--label-smoothing", type=fraction, help="default 0.1")
+    a("--ema", type=fraction, metavar="DECAY", help="keep an EMA of the weights, e.g. 0.999")
+    a("--accum", type=positive_int, help="gradient accumulation: batches per optimizer step")
+    a("--clip", type=positive_float, help="clip the gradient norm to this value")
     a(
         "--amp",
         action="store_const",
@@ -161,18 +130,18 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     a("--no-channels-last", dest="channels_last", action="store_const", const=False)
     a("--no-augment", dest="augment", action="store_const", const=False)
-    a("--width", type=_positive_float, help="width multiplier of the model")
+    a("--width", type=positive_float, help="width multiplier of the model")
     a(
         "--small-input",
         choices=["auto", "on", "off"],
         help="3x3 stride-1 stem for small images (auto: on for in-memory data)",
     )
-    a("--drop-path", type=_fraction, help="stochastic depth rate")
+    a("--drop-path", type=fraction, help="stochastic depth rate")
     a("--workers", type=int, help="DataLoader workers for image folders (default 2)")
     a("--seed", type=int)
     a(
         "--save-every",
-        type=_positive_int,
+        type=positive_int,
         metavar="STEPS",
         help="also checkpoint every STEPS batches mid-epoch",
     )
@@ -190,9 +159,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="multiply the LR by the number of processes (linear scaling rule)",
     )
     a("--loss", choices=["ce", "nce"], help="cross-entropy or negative sampling")
-    a("--negatives", type=_positive_int, metavar="K", help="negatives per example for --loss nce")
+    a("--negatives", type=positive_int, metavar="K", help="negatives per example for --loss nce")
     a("--device", help="cpu or cuda (default: cuda when available)")
-    a("--threads", type=_positive_int, help="torch CPU threads")
+    a(
+        "--deterministic",
+        action="store_const",
+        const=True,
+        help="deterministic CUDA kernels (bit-exact resume on GPU; slower than autotuned cuDNN)",
+    )
+    a("--threads", type=positive_int, help="torch CPU threads")
     a("--no-progress", dest="progress", action="store_const", const=False)
     a("--tensorboard", action="store_const", const=True, help="also log to RUN_DIR/tensorboard")
     a(
@@ -307,7 +282,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="fashion-mnist, cifar10 or a folder")
     p.add_argument("--data-dir")
     p.add_argument("--split", default="test", choices=["test", "valid", "train"])
-    p.add_argument("--classes", type=_classes, help="evaluate on these classes (relabelled)")
+    p.add_argument("--classes", type=comma_list, help="evaluate on these classes (relabelled)")
     p.add_argument(
         "--restrict-classes",
         nargs="?",
@@ -316,7 +291,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         help="score only the data's classes among the model's (ImageNet wnids/names matched "
         "automatically, or one model class index/name per data class, comma-separated)",
     )
-    p.add_argument("--bs", type=_positive_int, default=256)
+    p.add_argument("--bs", type=positive_int, default=256)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
     p.add_argument("--skip-bad-images", action="store_true")

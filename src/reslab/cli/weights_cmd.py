@@ -8,18 +8,9 @@ import sys
 from pathlib import Path
 
 from reslab.cli import CliError
+from reslab.cli.argtypes import positive_int
 
 __all__ = ["register"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _model_from_spec(spec: str):
@@ -72,10 +63,10 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("spec", metavar="MODEL@TAG|CKPT|RUN_DIR")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--topk", type=_positive_int, default=5)
+    p.add_argument("--topk", type=positive_int, default=5)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.add_argument("--bs", type=_positive_int, default=16, help="images per forward pass")
-    p.add_argument("--threads", type=_positive_int, help="torch CPU threads")
+    p.add_argument("--bs", type=positive_int, default=16, help="images per forward pass")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads")
     p.set_defaults(func=cmd_predict)
 
 
@@ -189,7 +180,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     a("--out", help="run folder to write (model.safetensors, metrics.json, history.json)")
     a("--freeze", help="backbone (default), none, or stages:N (stem + first N stages)")
     a("--epochs", type=int)
-    a("--bs", type=_positive_int)
+    a("--bs", type=positive_int)
     a("--lr", type=float, help="(max) learning rate (default 1e-3 adamw, 0.01 sgd)")
     a("--opt", choices=["sgd", "adamw"])
     a("--wd", type=float)
@@ -197,7 +188,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
       help="fine-tune: --freeze-epochs frozen, then --epochs unfrozen (fastai)")  # fmt: skip
     a("--freeze-epochs", type=int)
     a("--lr-mult", type=float, help="discriminative LRs: head LR / stem LR (e.g. 100)")
-    a("--size", type=_positive_int, help="input side in pixels (default: the model's)")
+    a("--size", type=positive_int, help="input side in pixels (default: the model's)")
     a("--gray", choices=["repeat", "conv1"],
       help="grey data: repeat to 3 channels (default) or sum conv1 to one channel")  # fmt: skip
     a("--cache-features", nargs="?", const="memory", metavar="DIR",
@@ -207,13 +198,13 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     a("--no-augment", dest="augment", action="store_const", const=False)
     a("--classes", help="train on these classes only (comma-separated)")
     a("--valid-pct", type=float)
-    a("--train-limit", type=_positive_int, help="use a random subset of this many train images")
-    a("--valid-limit", type=_positive_int, help="… and of this many validation images")
+    a("--train-limit", type=positive_int, help="use a random subset of this many train images")
+    a("--valid-limit", type=positive_int, help="… and of this many validation images")
     a("--data-dir")
     a("--workers", type=int)
     a("--seed", type=int)
     a("--device")
-    a("--threads", type=_positive_int)
+    a("--threads", type=positive_int)
     a("--no-progress", dest="progress", action="store_const", const=False)
     p.set_defaults(func=cmd_finetune)
 

@@ -1,6 +1,7 @@
-"""Inference: classify image files with a model's own preprocessing and class names."""
+"""Inference: classify image files with a model's own preprocessing and class names; export."""
 
 from reslab.inference.classes import imagenet_wnids, restrict_class_index
+from reslab.inference.export import export_onnx, export_torchscript, fold_batchnorm
 from reslab.inference.predict import (
     Prediction,
     class_names_of,
@@ -12,6 +13,9 @@ from reslab.inference.predict import (
 __all__ = [
     "Prediction",
     "class_names_of",
+    "export_onnx",
+    "export_torchscript",
+    "fold_batchnorm",
     "imagenet_wnids",
     "load_for_model",
     "predict_files",

@@ -25,14 +25,14 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
     """``max(x, 0)`` element-wise; any shape.
 
-    Computed as ``clamp_min(x, 0)``: NaN stays NaN, ``-inf`` becomes 0, and the
-    gradient passes where ``x > 0`` (it is 0 at ``x == 0``, as for torch's relu).
-    ``inplace=True`` clamps the input in place (autograd then keeps a copy of
-    the original input for the backward pass, so it saves no memory).
+    Computed as "zero where ``x <= 0``": NaN stays NaN, ``-inf`` becomes 0, and the
+    gradient passes where ``x > 0`` only (it is 0 at ``x == 0``, as for torch's relu;
+    ``clamp_min``'s gradient at the boundary differs between torch releases).
+    ``inplace=True`` zeroes the input in place.
     """
     if inplace:
-        return input.clamp_min_(0)
-    return input.clamp_min(0)
+        return input.masked_fill_(input <= 0, 0)
+    return input.masked_fill(input <= 0, 0)
 
 
 def flatten(input: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:

@@ -31,7 +31,7 @@ from reslab.training.metrics import (
 )
 from reslab.training.optim import create_optimizer, param_groups
 from reslab.training.runner import TrainConfig, run_training
-from reslab.training.schedule import OneCycleSchedule, one_cycle
+from reslab.training.schedule import OneCycleSchedule, StepSchedule, one_cycle, step_lr
 from reslab.training.tricks import (
     EMA,
     ChannelsLast,
@@ -62,6 +62,7 @@ __all__ = [
     "Metric",
     "MixedPrecision",
     "OneCycleSchedule",
+    "StepSchedule",
     "ProgressCallback",
     "Recorder",
     "SaveCheckpoint",
@@ -78,6 +79,7 @@ __all__ = [
     "init_distributed",
     "lr_find",
     "one_cycle",
+    "step_lr",
     "param_groups",
     "run_training",
     "set_rng_state",

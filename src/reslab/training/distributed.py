@@ -59,19 +59,31 @@ def init_distributed(device: str | None = None, backend: str | None = None) -> D
 
     Args:
         device: ``"cuda"`` or ``"cpu"`` (default: CUDA when available).
-        backend: ``"nccl"`` or ``"gloo"`` (default: NCCL for CUDA, gloo for CPU).
+        backend: ``"nccl"`` or ``"gloo"`` (default: ``$RESLAB_DIST_BACKEND``, else NCCL for
+            CUDA and gloo for CPU; gloo also runs CUDA tensors, e.g. several processes
+            sharing one GPU, which NCCL refuses).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
-    dev = torch.device(f"cuda:{local}" if use_cuda else "cpu")
+    # More processes than GPUs (e.g. a test on a one-GPU machine) share them round-robin;
+    # only gloo allows that, NCCL refuses two ranks on one device.
+    dev = torch.device(f"cuda:{local % max(torch.cuda.device_count(), 1)}" if use_cuda else "cpu")
     if world > 1 and not _active():
         import torch.distributed as dist
 
+        backend = backend or os.environ.get("RESLAB_DIST_BACKEND")
+        backend = backend or ("nccl" if use_cuda else "gloo")
+        gpus = torch.cuda.device_count() if use_cuda else 0
+        if use_cuda and backend == "nccl" and local >= gpus:
+            raise ValueError(
+                f"local rank {local} but only {gpus} GPU(s): NCCL needs one GPU per process; "
+                f"use --nproc_per_node={gpus}, or RESLAB_DIST_BACKEND=gloo to share GPUs"
+            )
         if use_cuda:
             torch.cuda.set_device(dev)
-        dist.init_process_group(backend or ("nccl" if use_cuda else "gloo"))
+        dist.init_process_group(backend)
         rank, world = dist.get_rank(), dist.get_world_size()
     return DistContext(rank, world, local, dev)
 

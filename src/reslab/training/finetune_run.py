@@ -127,8 +127,10 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     if cfg.schedule != "fine-tune":
         freeze(model, cfg.freeze)
     if cfg.progress:
-        print(f"{cfg.source} -> {len(train_ds.class_names)} classes at {size} px; "
-              f"{trainable_summary(model)}")
+        print(
+            f"{cfg.source} -> {len(train_ds.class_names)} classes at {size} px; "
+            f"{trainable_summary(model)}"
+        )
 
     def loader(ds, train: bool, augment: bool = cfg.augment):
         return make_loader(

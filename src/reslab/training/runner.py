@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
 import statistics
 import time
@@ -42,6 +43,7 @@ class TrainConfig:
     momentum: float = 0.9
     schedule: str = "one-cycle"
     pct_start: float = 0.25
+    milestones: list[int] | None = None  # epochs where the step schedule divides the LR by 10
     label_smoothing: float = 0.1
     ema: float | None = None
     accum: int = 1
@@ -62,6 +64,7 @@ class TrainConfig:
     loss: str = "ce"
     negatives: int = 0
     device: str | None = None
+    deterministic: bool = False  # deterministic kernels (CUDA); else cuDNN autotuning
     threads: int | None = None
     progress: bool = True
     tensorboard: bool = False
@@ -191,12 +194,26 @@ def _callbacks(cfg: TrainConfig, out: Path, train_ds) -> list[Callback]:
 def _check(cfg: TrainConfig) -> None:
     if cfg.epochs < 1 or cfg.bs < 1 or cfg.accum < 1:
         raise ValueError("--epochs, --bs and --accum must be positive")
-    if cfg.schedule not in ("one-cycle", "constant"):
-        raise ValueError(f"unknown schedule {cfg.schedule!r}; expected one-cycle or constant")
+    if cfg.schedule not in ("one-cycle", "constant", "step"):
+        raise ValueError(f"unknown schedule {cfg.schedule!r}; expected one-cycle, constant, step")
+    if cfg.schedule == "step" and not cfg.milestones:
+        raise ValueError("--schedule step needs --milestones, e.g. 82,123")
     if not 0.0 <= cfg.valid_pct < 1.0:
         raise ValueError(f"--valid-pct must be in [0, 1), got {cfg.valid_pct}")
     if cfg.loss == "nce" and cfg.negatives < 1:
         raise ValueError("--loss nce needs --negatives K (K >= 1)")
+
+
+def _set_kernel_policy(deterministic: bool, device: torch.device) -> None:
+    """cuDNN autotuning (fixed input sizes: pick the fastest kernels) unless reproducibility
+    was asked for; then deterministic kernels only (CPU kernels are deterministic already)."""
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def run_training(
@@ -222,6 +239,7 @@ def run_training(
         cfg = dataclasses.replace(cfg, amp=bf16_is_fast(ctx.device))
     out = Path(cfg.out)
     _seed_everything(cfg.seed)
+    _set_kernel_policy(cfg.deterministic, ctx.device)
     train_ds, valid_ds, test_ds = _datasets(cfg, ctx.rank)
     model = build_model_for_data(cfg, train_ds, ctx.device)
     if cfg.sync_bn and ctx.world_size > 1:
@@ -272,6 +290,10 @@ def run_training(
         learn.lr = lr
     if cfg.schedule == "one-cycle":
         learn.fit_one_cycle(cfg.epochs, learn.lr, pct_start=cfg.pct_start)
+    elif cfg.schedule == "step":
+        from reslab.training.schedule import StepSchedule
+
+        learn.fit(cfg.epochs, learn.lr, cbs=[StepSchedule(learn.lr, tuple(cfg.milestones))])
     else:
         learn.fit(cfg.epochs, learn.lr)
     return _finish(cfg, learn, loader(test_ds, False), out, t0, resume)

@@ -10,7 +10,7 @@ import math
 
 from reslab.training.callback import Callback
 
-__all__ = ["OneCycleSchedule", "cos_anneal", "one_cycle"]
+__all__ = ["OneCycleSchedule", "StepSchedule", "cos_anneal", "one_cycle", "step_lr"]
 
 
 def cos_anneal(start: float, end: float, pct: float) -> float:
@@ -74,3 +74,29 @@ class OneCycleSchedule(Callback):
         lr, mom = self.values(self.learn.train_iter)
         self.learn.set_hyper("lr", lr)
         self.learn.set_hyper("momentum", mom)
+
+
+def step_lr(epoch: int, base_lr: float, milestones: tuple[int, ...], gamma: float = 0.1) -> float:
+    """The LR in ``epoch`` (0-based) under a step schedule: ``base_lr`` times ``gamma`` for
+    every milestone already reached (``torch.optim.lr_scheduler.MultiStepLR``'s rule).
+
+    He et al. (2015), CIFAR-10: ``base_lr=0.1``, divided by 10 at 32k and 48k of 64k
+    iterations, i.e. milestones 82 and 123 of 164 epochs at batch 128 on 50k images.
+    """
+    return base_lr * gamma ** sum(1 for m in milestones if epoch >= m)
+
+
+class StepSchedule(Callback):
+    """Sets the LR at the start of every epoch (see :func:`step_lr`); momentum is left alone."""
+
+    order = -5
+
+    def __init__(self, base_lr: float, milestones: tuple[int, ...], gamma: float = 0.1) -> None:
+        if any(m < 1 for m in milestones) or list(milestones) != sorted(milestones):
+            raise ValueError(f"milestones must be increasing positive epochs, got {milestones}")
+        self.base_lr, self.milestones, self.gamma = base_lr, tuple(milestones), gamma
+
+    def before_batch(self) -> None:
+        if self.learn.training:
+            lr = step_lr(self.learn.epoch, self.base_lr, self.milestones, self.gamma)
+            self.learn.set_hyper("lr", lr)

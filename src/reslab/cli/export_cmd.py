@@ -1,0 +1,103 @@
+"""``reslab export SPEC --format onnx|torchscript [--fold-bn]``: write a file that runs
+without reslab, and say how far its outputs are from the PyTorch model's."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from reslab.cli import CliError
+from reslab.cli.argtypes import positive_int
+from reslab.cli.weights_cmd import _model_from_spec
+
+__all__ = ["register"]
+
+_SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript"}
+# float32 graphs reorder sums; anything beyond this relative gap is a broken export.
+_REL_TOLERANCE = 1e-3
+
+
+def _default_out(spec: str, fmt: str) -> Path:
+    path = Path(spec)
+    if path.is_dir():
+        return path / f"model{_SUFFIX[fmt]}"
+    if path.is_file():
+        return path.with_suffix(_SUFFIX[fmt])
+    return Path(spec.partition("@")[0] + _SUFFIX[fmt])  # MODEL@TAG: in the current folder
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from reslab.inference.export import (
+        EXPORT_FORMATS,
+        export_onnx,
+        export_torchscript,
+        fold_batchnorm,
+        max_abs_difference,
+        to_torch_layers,
+    )
+
+    fmt = args.format.lower()
+    if fmt not in EXPORT_FORMATS:
+        raise CliError(f"unknown format {args.format!r}; expected onnx or torchscript")
+    model = to_torch_layers(_model_from_spec(args.spec)).eval()
+    shipped = fold_batchnorm(model) if args.fold_bn else model
+    out = Path(args.out) if args.out else _default_out(args.spec, fmt)
+    size = tuple(model.default_cfg.get("input_size", (model.in_chans, 224, 224)))
+    gen = torch.Generator().manual_seed(0)
+    example = torch.rand(args.batch or 2, *size, generator=gen)
+    try:
+        if fmt == "onnx":
+            export_onnx(shipped, out, example, dynamic_batch=args.batch is None, opset=args.opset)
+        else:
+            export_torchscript(shipped, out, example)
+    except ModuleNotFoundError as err:
+        raise CliError(str(err), code=1) from None
+    batch = (
+        "any batch size" if fmt == "torchscript" or args.batch is None else f"batch {args.batch}"
+    )
+    folded = f", {shipped.folded_batchnorms} BatchNorms folded" if args.fold_bn else ""
+    scaled = "0-1" if model.default_cfg.get("normalize") else "normalised"
+    print(f"wrote {out} ({fmt}, {scaled} input (N, {', '.join(map(str, size))}), {batch}{folded})")
+
+    # A fresh input, and a batch size other than the traced one where the batch is free.
+    check = torch.rand(args.batch or 3, *size, generator=gen)
+    try:
+        diff = max_abs_difference(out, model, check)
+    except ModuleNotFoundError as err:
+        print(f"not compared: {err}")
+        return 0
+    with torch.no_grad():
+        scale = float(model(check).abs().max())
+    print(f"max |exported - pytorch| = {diff:.3g} on a random {tuple(check.shape)} input")
+    if diff > _REL_TOLERANCE * max(1.0, scale):
+        raise CliError(f"{out} disagrees with the PyTorch model by {diff:.3g}", code=1)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write the model as ONNX or TorchScript (runs without reslab)",
+        description="Export a model for inference. The file takes 0-1 RGB images (the "
+        "normalisation is inside) and carries its class names, input size and preprocessing "
+        "as JSON (ONNX metadata 'reslab', TorchScript extra file 'reslab.json').",
+    )
+    p.add_argument("spec", metavar="MODEL@TAG|CKPT|RUN_DIR")
+    p.add_argument("--format", required=True, metavar="onnx|torchscript")
+    p.add_argument(
+        "--fold-bn",
+        action="store_true",
+        help="fold each BatchNorm into the conv before it (same outputs, fewer ops)",
+    )
+    p.add_argument(
+        "--out", help="file to write (default: next to CKPT, or ./MODEL.onnx|.torchscript)"
+    )
+    p.add_argument(
+        "--batch",
+        type=positive_int,
+        help="fix the ONNX batch size (default: any); also the traced batch",
+    )
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (18 or newer)")
+    p.set_defaults(func=cmd_export)
