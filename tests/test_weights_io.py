@@ -84,7 +84,9 @@ def test_atomic_write_gives_the_file_the_usual_mode(tmp_path):
     umask = os.umask(0o022)
     try:
         atomic_write(tmp_path / "w.bin", lambda tmp: Path(tmp).write_bytes(b"x"))
+        reslab.save_checkpoint(tmp_path / "m.safetensors", reslab.create_model("resnet20"))
     finally:
         os.umask(umask)
-    assert stat.S_IMODE((tmp_path / "w.bin").stat().st_mode) == 0o644
-    assert [p.name for p in tmp_path.iterdir()] == ["w.bin"]
+    for name in ("w.bin", "m.safetensors"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors", "w.bin"]

@@ -150,17 +150,9 @@ def to_torch_layers(model: nn.Module) -> nn.Module:
     build = getattr(model, "build_config", None)
     if build is None:
         raise ValueError(f"cannot export a {ls.name}-layer model not built by create_model")
-    from reslab.models import build_model
+    from reslab.models.registry import rebuild_model
 
-    b = dict(build)
-    twin = build_model(
-        b.pop("name"),
-        num_classes=model.num_classes,
-        in_chans=b.pop("in_chans"),
-        normalize=b.pop("normalize") or False,
-        layers="torch",
-        **b.pop("overrides", {}),
-    )
+    twin = rebuild_model(build, layers="torch", num_classes=model.num_classes)
     if getattr(model, "folded_batchnorms", 0):
         twin = fold_batchnorm(twin)  # same structure, so the folded state dict fits
     twin.load_state_dict(model.state_dict())

@@ -23,7 +23,14 @@ from reslab.models.normalize import (
 )
 from reslab.models.resnet import ResNet
 
-__all__ = ["ModelSpec", "UnknownModelError", "build_model", "get_model_spec", "list_models"]
+__all__ = [
+    "ModelSpec",
+    "UnknownModelError",
+    "build_model",
+    "get_model_spec",
+    "list_models",
+    "rebuild_model",
+]
 
 
 class UnknownModelError(ValueError):
@@ -243,6 +250,26 @@ def build_model(
         "overrides": _jsonable(overrides),
     }
     return model
+
+
+def rebuild_model(
+    build_config: dict[str, Any],
+    *,
+    layers: str | LayerSet = "torch",
+    num_classes: int | None = None,
+) -> ResNet:
+    """Build (random weights) the model a ``model.build_config`` describes, e.g. from a
+    checkpoint's JSON; ``num_classes`` overrides the stored one (a replaced classifier)."""
+    b = dict(build_config)
+    stored_classes = b.pop("num_classes", None)
+    return build_model(
+        b.pop("name"),
+        num_classes=stored_classes if num_classes is None else num_classes,
+        in_chans=b.pop("in_chans"),
+        normalize=b.pop("normalize") or False,
+        layers=layers,
+        **b.pop("overrides", {}),
+    )
 
 
 def _jsonable(options: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from reslab.models import ResNet, build_model
+from reslab.models import ResNet
+from reslab.models.registry import rebuild_model
 from reslab.weights.io import WeightsError, atomic_write, read_safetensors_metadata
 
 __all__ = [
@@ -77,15 +78,7 @@ def load_checkpoint(path: str | Path, *, layers: str | None = None) -> ResNet:
     from reslab.weights.load import check_state_dict
 
     config = read_checkpoint_config(path)
-    build = dict(config["build"])
-    model = build_model(
-        build.pop("name"),
-        num_classes=build.pop("num_classes"),
-        in_chans=build.pop("in_chans"),
-        normalize=build.pop("normalize") or False,
-        layers=layers or config.get("layers", "torch"),
-        **build.pop("overrides", {}),
-    )
+    model = rebuild_model(config["build"], layers=layers or config.get("layers", "torch"))
     state_dict = read_state_dict(path)
     check_state_dict(model, state_dict, str(path))
     model.load_state_dict(state_dict)

@@ -23,11 +23,12 @@ def atomic_write(path: str | Path, write) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        # mkstemp makes the file private (0600); give it the mode open() would have.
+        write(tmp)
+        # mkstemp (and safetensors' writer) make the file private (0600); give it the mode
+        # open() would have, so checkpoints and exports can be shared like any other file.
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
-        write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
