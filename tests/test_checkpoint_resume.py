@@ -62,10 +62,25 @@ def data_dir(tmp_path_factory):
 
 
 def _cfg(data_dir: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(data="fashion-mnist", data_dir=str(data_dir), out=str(out), model="resnet20",
-                width=0.25, epochs=2, bs=32, lr=0.05, accum=2, ema=0.9, label_smoothing=0.1,
-                amp=True, amp_dtype="bf16", save_every=3, progress=False, threads=1,
-                device="cpu")  # bit-exact is a CPU promise (GPU: tests/test_cuda.py)
+    base = dict(
+        data="fashion-mnist",
+        data_dir=str(data_dir),
+        out=str(out),
+        model="resnet20",
+        width=0.25,
+        epochs=2,
+        bs=32,
+        lr=0.05,
+        accum=2,
+        ema=0.9,
+        label_smoothing=0.1,
+        amp=True,
+        amp_dtype="bf16",
+        save_every=3,
+        progress=False,
+        threads=1,
+        device="cpu",
+    )  # bit-exact is a CPU promise (GPU: tests/test_cuda.py)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -95,13 +110,22 @@ def reference(data_dir, tmp_path_factory):
 
 def _killed_then_resumed(data_dir: Path, out: Path, mode: str, at: int) -> None:
     cfg = json.dumps(_cfg(data_dir, out).__dict__)
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, cfg, mode, str(at)], env=_env(),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, cfg, mode, str(at)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert not (out / "model.safetensors").exists()  # it really died before finishing
-    proc = subprocess.run([sys.executable, "-m", "reslab", "train", "--resume", str(out),
-                           "--no-progress"], env=_env(), capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "reslab", "train", "--resume", str(out), "--no-progress"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "test accuracy" in proc.stdout
 
@@ -164,10 +188,16 @@ def test_fp16_scaler_ema_and_accumulation_state_resume_exactly(tmp_path):
     x, y = toy_data(48)
 
     def make(folder, extra=()):
-        cbs = [MixedPrecision("fp16"), EMA(0.8), GradientAccumulation(2),
-               SaveCheckpoint(folder, every_n_steps=1), *extra]
-        return Learner(toy_net(), batches(x, y, 8), batches(x, y, 16), lr=0.05, cbs=cbs,
-                       progress=False)
+        cbs = [
+            MixedPrecision("fp16"),
+            EMA(0.8),
+            GradientAccumulation(2),
+            SaveCheckpoint(folder, every_n_steps=1),
+            *extra,
+        ]
+        return Learner(
+            toy_net(), batches(x, y, 8), batches(x, y, 16), lr=0.05, cbs=cbs, progress=False
+        )
 
     ref = make(tmp_path / "ref")
     ref.fit_one_cycle(2)

@@ -27,9 +27,29 @@ def data(tmp_path_factory):
 
 
 def _train_args(data, out, *extra):
-    return ["train", "--data", "fashion-mnist", "--data-dir", str(data), "--model", "resnet20",
-            "--width", "0.5", "--epochs", "3", "--bs", "16", "--lr", "0.1", "--no-progress",
-            "--threads", "1", "--out", str(out), *extra]
+    return [
+        "train",
+        "--data",
+        "fashion-mnist",
+        "--data-dir",
+        str(data),
+        "--model",
+        "resnet20",
+        "--width",
+        "0.5",
+        "--epochs",
+        "3",
+        "--bs",
+        "16",
+        "--lr",
+        "0.1",
+        "--no-progress",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +75,26 @@ def _plain_test_accuracy(data, model) -> float:
 
 def test_train_writes_the_run_folder(run, data, capsys):
     names = {p.name for p in run.iterdir()}
-    assert {"model.safetensors", "checkpoint.safetensors", "history.csv", "history.json",
-            "curves.png", "metrics.json", "config.json"} <= names
+    assert {
+        "model.safetensors",
+        "checkpoint.safetensors",
+        "history.csv",
+        "history.json",
+        "curves.png",
+        "metrics.json",
+        "config.json",
+    } <= names
     metrics = json.loads((run / "metrics.json").read_text())
-    for key in ("test_accuracy", "test_loss", "epochs", "wall_seconds", "samples_per_s",
-                "model", "data", "seed"):
+    for key in (
+        "test_accuracy",
+        "test_loss",
+        "epochs",
+        "wall_seconds",
+        "samples_per_s",
+        "model",
+        "data",
+        "seed",
+    ):
         assert key in metrics
     rows = list(csv.DictReader((run / "history.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
@@ -73,8 +108,19 @@ def test_train_writes_the_run_folder(run, data, capsys):
 
 def test_eval_prints_accuracy_and_confusion(run, data, capsys, tmp_path):
     out = tmp_path / "cm.png"
-    code = main(["eval", str(run), "--data", "fashion-mnist", "--data-dir", str(data),
-                 "--out", str(out), "--json"])
+    code = main(
+        [
+            "eval",
+            str(run),
+            "--data",
+            "fashion-mnist",
+            "--data-dir",
+            str(data),
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     assert code == 0
     text = capsys.readouterr().out
     numbers = json.loads(text.strip().splitlines()[-1])
@@ -93,8 +139,23 @@ def test_plot_history_and_lr_schedule(run, tmp_path):
 
 def test_lr_find_classes_and_valid_split(data, tmp_path, capsys):
     out = tmp_path / "r"
-    args = _train_args(data, out, "--lr-find", "--classes", "Trouser,Bag", "--valid-pct", "0.25",
-                       "--schedule", "constant", "--opt", "adamw", "--accum", "2", "--clip", "1")
+    args = _train_args(
+        data,
+        out,
+        "--lr-find",
+        "--classes",
+        "Trouser,Bag",
+        "--valid-pct",
+        "0.25",
+        "--schedule",
+        "constant",
+        "--opt",
+        "adamw",
+        "--accum",
+        "2",
+        "--clip",
+        "1",
+    )
     args.remove("--lr")
     args.remove("0.1")
     assert main(args) == 0
@@ -122,11 +183,12 @@ def test_negative_sampling_loss(data, tmp_path):
     [
         (["train", "--data", "imagenet-typo", "--out", "X"], "unknown data set"),
         (["train", "--data", "fashion-mnist"], "--data and --out are required"),
-        (["train", "--data", "fashion-mnist", "--out", "X", "--model", "resnet2O"],
-         "unknown model"),
+        (
+            ["train", "--data", "fashion-mnist", "--out", "X", "--model", "resnet2O"],
+            "unknown model",
+        ),
         (["train", "--data", "fashion-mnist", "--out", "X", "--loss", "nce"], "--negatives"),
-        (["train", "--data", "fashion-mnist", "--out", "X", "--schedule", "step"],
-         "--milestones"),
+        (["train", "--data", "fashion-mnist", "--out", "X", "--schedule", "step"], "--milestones"),
         (["plot", "history", "/nonexistent-run"], "no history.json"),
         (["eval", "/nonexistent.safetensors", "--data", "fashion-mnist"], "no such file"),
     ],
@@ -141,8 +203,14 @@ def test_bad_input_is_one_line_exit_2(argv, message, data, capsys, tmp_path, mon
 
 @pytest.mark.parametrize(
     "flag",
-    [["--epochs", "0"], ["--bs", "-3"], ["--valid-pct", "1.5"], ["--milestones", "123,82"],
-     ["--milestones", "a,b"], ["--lr", "nan"]],
+    [
+        ["--epochs", "0"],
+        ["--bs", "-3"],
+        ["--valid-pct", "1.5"],
+        ["--milestones", "123,82"],
+        ["--milestones", "a,b"],
+        ["--lr", "nan"],
+    ],
 )
 def test_bad_numbers_are_argparse_errors(flag, capsys):
     with pytest.raises(SystemExit) as exc:

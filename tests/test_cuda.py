@@ -122,9 +122,21 @@ def fmnist(tmp_path_factory):
 
 
 def _cfg(data, out, **kw) -> TrainConfig:
-    base = dict(data="fashion-mnist", data_dir=str(data), out=str(out), model="resnet20",
-                width=0.5, epochs=2, bs=32, lr=0.1, device="cuda", deterministic=True,
-                progress=False, save_every=3, seed=0)
+    base = dict(
+        data="fashion-mnist",
+        data_dir=str(data),
+        out=str(out),
+        model="resnet20",
+        width=0.5,
+        epochs=2,
+        bs=32,
+        lr=0.1,
+        device="cuda",
+        deterministic=True,
+        progress=False,
+        save_every=3,
+        seed=0,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -191,14 +203,28 @@ def test_ddp_with_syncbn_on_cuda_matches_one_process(tmp_path):
     # reproduce one process with batch 16: the same loss curve and the same final weights.
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), RESLAB_DIST_BACKEND="gloo",
-               OMP_NUM_THREADS="1")
-    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(script), str(tmp_path / "ddp.json"), "syncbn"]
+    env = dict(
+        os.environ, PYTHONPATH=str(REPO / "src"), RESLAB_DIST_BACKEND="gloo", OMP_NUM_THREADS="1"
+    )
+    run = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(script),
+        str(tmp_path / "ddp.json"),
+        "syncbn",
+    ]
     proc = subprocess.run(run, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    one = subprocess.run([sys.executable, str(script), str(tmp_path / "one.json"), "syncbn"],
-                         env=env, capture_output=True, text=True, timeout=300)
+    one = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "one.json"), "syncbn"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     ddp = json.loads((tmp_path / "ddp.json").read_text())
     ref = json.loads((tmp_path / "one.json").read_text())

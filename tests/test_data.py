@@ -139,8 +139,10 @@ def _cifar_jpg_tree(root: Path, per_class: int = 2) -> dict[str, np.ndarray]:
     g = np.random.default_rng(3)
     made = {}
     for split in ("train", "test"):
-        classes = {c: [g.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(per_class)]
-                   for c in CIFAR10_CLASSES}
+        classes = {
+            c: [g.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(per_class)]
+            for c in CIFAR10_CLASSES
+        }
         write_image_folder(root / "cifar10-jpg" / split, classes, fmt="png")
         made[split] = classes
     return made

@@ -81,8 +81,12 @@ def test_batches_from_start_equal_tail_of_full_epoch():
 def test_shards_of_two_processes_make_the_single_process_batch():
     ds = _dataset(48)
     single = TensorLoader(ds, 8, shuffle=True, augment=True, drop_last=True, seed=1)
-    ranks = [TensorLoader(ds, 4, shuffle=True, augment=True, drop_last=True, seed=1,
-                          rank=r, world_size=2) for r in range(2)]
+    ranks = [
+        TensorLoader(
+            ds, 4, shuffle=True, augment=True, drop_last=True, seed=1, rank=r, world_size=2
+        )
+        for r in range(2)
+    ]
     for dl in (single, *ranks):
         dl.set_epoch(2)
     assert len(single) == len(ranks[0]) == 6
@@ -104,8 +108,12 @@ def test_eval_transform_matches_torchvision():
 
     img = torch.randint(0, 256, (3, 120, 90), dtype=torch.uint8)
     ours = EvalTransform(64, crop_pct=0.875, interpolation="bicubic")(img)
-    ref = T.Compose([T.Resize(int(64 / 0.875), interpolation=InterpolationMode.BICUBIC,
-                              antialias=True), T.CenterCrop(64)])(img)
+    ref = T.Compose(
+        [
+            T.Resize(int(64 / 0.875), interpolation=InterpolationMode.BICUBIC, antialias=True),
+            T.CenterCrop(64),
+        ]
+    )(img)
     assert torch.equal(ours, ref)
 
 
@@ -120,8 +128,9 @@ def test_train_transform_size_and_determinism():
 @pytest.fixture
 def folder(tmp_path):
     g = np.random.default_rng(0)
-    classes = {c: [g.integers(0, 256, (80, 72, 3), dtype=np.uint8) for _ in range(5)]
-               for c in ("a", "b")}
+    classes = {
+        c: [g.integers(0, 256, (80, 72, 3), dtype=np.uint8) for _ in range(5)] for c in ("a", "b")
+    }
     write_image_folder(tmp_path / "train", classes)
     return tmp_path / "train"
 

@@ -60,12 +60,26 @@ def write_fake_cifar_pickles(folder: Path, per_batch: int = 20) -> dict[str, np.
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         data = g.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
         labels = [int(v) for v in g.integers(0, 10, size=per_batch)]
-        obj = {b"batch_label": name.encode(), b"labels": labels, b"data": data,
-               b"filenames": [f"{i}.png".encode() for i in range(per_batch)]}
+        obj = {
+            b"batch_label": name.encode(),
+            b"labels": labels,
+            b"data": data,
+            b"filenames": [f"{i}.png".encode() for i in range(per_batch)],
+        }
         (root / name).write_bytes(pickle.dumps(obj, protocol=2))
         arrays[name] = (data, np.array(labels))
-    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse",
-             b"ship", b"truck"]
+    names = [
+        b"airplane",
+        b"automobile",
+        b"bird",
+        b"cat",
+        b"deer",
+        b"dog",
+        b"frog",
+        b"horse",
+        b"ship",
+        b"truck",
+    ]
     meta = {b"num_cases_per_batch": per_batch, b"label_names": names, b"num_vis": 3072}
     (root / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
     return arrays

@@ -55,8 +55,14 @@ def _env() -> dict[str, str]:
 
 
 def _torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        *args,
+    ]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc
@@ -66,8 +72,13 @@ def test_ddp_learner_matches_single_process_exactly(tmp_path):
     script = tmp_path / "ddp_learner.py"
     script.write_text(LEARNER_SCRIPT)
     _torchrun(str(script), str(tmp_path / "ddp.json"), "16")
-    single = subprocess.run([sys.executable, str(script), str(tmp_path / "one.json"), "16"],
-                            env=_env(), capture_output=True, text=True, timeout=120)
+    single = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "one.json"), "16"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert single.returncode == 0, single.stderr[-2000:]
     ddp = json.loads((tmp_path / "ddp.json").read_text())
     one = json.loads((tmp_path / "one.json").read_text())
@@ -91,14 +102,46 @@ def test_torchrun_reslab_train_cli(tmp_path):
     from safetensors.torch import load_file
 
     data = write_fake_fashion_mnist(tmp_path / "fm", n_train=320, n_test=64)
-    common = ["--data", "fashion-mnist", "--data-dir", str(data), "--model", "resnet20",
-              "--width", "0.25", "--epochs", "2", "--lr", "0.05", "--schedule", "constant",
-              "--bs", "16", "--no-progress", "--device", "cpu"]
+    common = [
+        "--data",
+        "fashion-mnist",
+        "--data-dir",
+        str(data),
+        "--model",
+        "resnet20",
+        "--width",
+        "0.25",
+        "--epochs",
+        "2",
+        "--lr",
+        "0.05",
+        "--schedule",
+        "constant",
+        "--bs",
+        "16",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     proc = _torchrun("-m", "reslab", "train", *common, "--out", str(tmp_path / "ddp"))
     assert proc.stdout.count("test accuracy") == 1  # rank 0 prints, rank 1 does not
-    one = subprocess.run([sys.executable, "-m", "reslab", "train", *common, "--accum", "2",
-                          "--out", str(tmp_path / "one")], env=_env(), capture_output=True,
-                         text=True, timeout=300)
+    one = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reslab",
+            "train",
+            *common,
+            "--accum",
+            "2",
+            "--out",
+            str(tmp_path / "one"),
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert one.returncode == 0, one.stderr[-2000:]
     assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["world_size"] == 2
     ddp = json.loads((tmp_path / "ddp" / "history.json").read_text())["batch_loss"]

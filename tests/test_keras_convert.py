@@ -113,9 +113,7 @@ def keras_forward(w: dict[str, np.ndarray], rgb01: torch.Tensor, eps: float = EP
         g, b = t[f"{name}/gamma"], t[f"{name}/beta"]
         m, v = t[f"{name}/moving_mean"], t[f"{name}/moving_variance"]
         shape = (1, -1, 1, 1)
-        return (x - m.view(shape)) / torch.sqrt(v.view(shape) + eps) * g.view(shape) + b.view(
-            shape
-        )
+        return (x - m.view(shape)) / torch.sqrt(v.view(shape) + eps) * g.view(shape) + b.view(shape)
 
     x = rgb01.double()[:, [2, 1, 0]] * 255.0 - CAFFE_BGR.view(1, 3, 1, 1)  # caffe mode
     x = F.relu(bn(conv(F.pad(x, (3, 3, 3, 3)), "conv1", 2), "bn_conv1"))

@@ -112,8 +112,15 @@ def test_one_cycle_matches_torch_onecyclelr():
     p = nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=max_lr, momentum=0.9)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=max_lr, total_steps=total, pct_start=0.25, div_factor=25,
-        final_div_factor=1e4, base_momentum=0.85, max_momentum=0.95)
+        opt,
+        max_lr=max_lr,
+        total_steps=total,
+        pct_start=0.25,
+        div_factor=25,
+        final_div_factor=1e4,
+        base_momentum=0.85,
+        max_momentum=0.95,
+    )
     for step in range(total):
         lr, mom = one_cycle(step, total, max_lr, pct_start=0.25)
         assert lr == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9)
@@ -181,10 +188,26 @@ def test_event_order():
         setattr(Log, ev, lambda self, ev=ev: log.append(ev))
     learn = learner(toy_net(), batches(x, y, 8), batches(x, y, 8), cbs=[Log()])
     learn.fit(1)
-    batch = ["before_batch", "compute_loss", "after_loss", "before_step", "after_step",
-             "after_batch"]
-    assert log == ["before_fit", "before_epoch", "before_train", *batch, *batch, "after_train",
-                   "before_validate", "after_validate", "after_epoch", "after_fit"]
+    batch = [
+        "before_batch",
+        "compute_loss",
+        "after_loss",
+        "before_step",
+        "after_step",
+        "after_batch",
+    ]
+    assert log == [
+        "before_fit",
+        "before_epoch",
+        "before_train",
+        *batch,
+        *batch,
+        "after_train",
+        "before_validate",
+        "after_validate",
+        "after_epoch",
+        "after_fit",
+    ]
 
 
 def test_compute_loss_override_and_validation_uses_model():
@@ -224,8 +247,13 @@ def test_cancel_fit_and_early_stopping():
     learn.fit(5)
     assert learn.step == 3
 
-    learn = learner(toy_net(), batches(x, y, 8), batches(x, y, 8),
-                    cbs=[EarlyStopping("valid_loss", patience=1)], lr=1e-9)
+    learn = learner(
+        toy_net(),
+        batches(x, y, 8),
+        batches(x, y, 8),
+        cbs=[EarlyStopping("valid_loss", patience=1)],
+        lr=1e-9,
+    )
     learn.fit(10, lr=0.0)  # no progress at lr 0: stops after patience runs out
     assert len(learn.recorder.history) == 2
 
@@ -238,8 +266,9 @@ def test_validate_and_predict_match_direct_computation():
     res = learn.validate()
     with torch.no_grad():
         logits = model.eval()(x)
-    assert res["valid_loss"] == pytest.approx(nn.functional.cross_entropy(logits, y).item(),
-                                              rel=1e-6)
+    assert res["valid_loss"] == pytest.approx(
+        nn.functional.cross_entropy(logits, y).item(), rel=1e-6
+    )
     assert res["accuracy"] == pytest.approx((logits.argmax(1) == y).float().mean().item())
     top2 = (logits.topk(2, 1).indices == y[:, None]).any(1).float().mean().item()
     assert res["top2"] == pytest.approx(top2)

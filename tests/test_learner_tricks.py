@@ -94,8 +94,13 @@ def test_bf16_autocast_on_cpu():
         def after_loss(self):
             seen.append(self.learn.pred.dtype)
 
-    learn = learner(toy_net(), batches(x, y, 16), batches(x, y, 16),
-                    cbs=[MixedPrecision("bf16"), Dtype()], lr=0.1)
+    learn = learner(
+        toy_net(),
+        batches(x, y, 16),
+        batches(x, y, 16),
+        cbs=[MixedPrecision("bf16"), Dtype()],
+        lr=0.1,
+    )
     learn.fit(2)
     assert seen and all(d == torch.bfloat16 for d in seen)
     assert learn.recorder.history[-1]["train_loss"] < learn.recorder.history[0]["train_loss"] + 1
@@ -148,8 +153,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
         loss = nn.functional.cross_entropy(pred, target)
         return loss * float("nan") if calls["n"] == 7 else loss
 
-    learn = learner(toy_net(), batches(x, y, 8), loss_func=loss_func,
-                    cbs=[SaveCheckpoint(tmp_path)])
+    learn = learner(
+        toy_net(), batches(x, y, 8), loss_func=loss_func, cbs=[SaveCheckpoint(tmp_path)]
+    )
     with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, batch 3"):
         learn.fit(3)
     saved = load_file(str(tmp_path / "checkpoint.safetensors"))
@@ -208,12 +214,15 @@ def test_evaluate_with_class_index_and_confusion():
 def test_plots_write_pngs(tmp_path):
     from reslab.training.plots import plot_confusion, plot_history, plot_lr_find
 
-    hist = [{"epoch": 1, "train_loss": 1.0, "valid_loss": 0.9, "accuracy": 0.5},
-            {"epoch": 2, "train_loss": 0.7, "valid_loss": 0.8, "accuracy": 0.6}]
-    for out in (plot_history(hist, tmp_path / "h.png"),
-                plot_lr_find([1e-4, 1e-3, 1e-2], [2.0, 1.5, 3.0], 1e-3, tmp_path / "l.png"),
-                plot_confusion(torch.eye(3, dtype=torch.int64), ["a", "b", "c"],
-                               tmp_path / "c.png")):
+    hist = [
+        {"epoch": 1, "train_loss": 1.0, "valid_loss": 0.9, "accuracy": 0.5},
+        {"epoch": 2, "train_loss": 0.7, "valid_loss": 0.8, "accuracy": 0.6},
+    ]
+    for out in (
+        plot_history(hist, tmp_path / "h.png"),
+        plot_lr_find([1e-4, 1e-3, 1e-2], [2.0, 1.5, 3.0], 1e-3, tmp_path / "l.png"),
+        plot_confusion(torch.eye(3, dtype=torch.int64), ["a", "b", "c"], tmp_path / "c.png"),
+    ):
         assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
