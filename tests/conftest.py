@@ -26,6 +26,20 @@ def _seed_and_threads():
     yield
 
 
+@pytest.fixture
+def one_thread():
+    """Run the test on one torch thread: with small tensors extra threads cost more than they
+    give, and on a busy machine OpenMP's waiting threads made such tests up to 30x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def is_batchnorm(module: torch.nn.Module) -> bool:
+    return type(module).__name__ == "BatchNorm2d"
+
+
 def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give every BatchNorm non-trivial statistics and affine parameters.
 
@@ -35,7 +49,8 @@ def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            # torch's BNs and the from-scratch BatchNorm2d (not a subclass of torch's)
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) or is_batchnorm(m):
                 n = m.num_features
                 m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
                 m.running_var.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)

@@ -24,15 +24,8 @@ from reslab.analysis import (
     vgg_head,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These tests use small tensors: extra threads cost more than they give, and on a busy
-    # machine OpenMP's waiting threads made them up to 30x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small tensors: one thread (see conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 finite = st.floats(-10, 10, allow_nan=False, allow_infinity=False)

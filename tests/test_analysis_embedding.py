@@ -11,15 +11,8 @@ from conftest import randomize_bn
 from reslab import create_model
 from reslab.analysis import class_embedding_report, split_class_embedding
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These tests use small tensors: extra threads cost more than they give, and on a busy
-    # machine OpenMP's waiting threads made them up to 30x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small tensors: one thread (see conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _check_split(model: nn.Module, x: torch.Tensor, fc: nn.Linear) -> None:

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import reslab
+from conftest import randomize_bn
 from reslab.training import Callback, MixedPrecision, TrainConfig, run_training
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -37,14 +38,6 @@ def exact_fp32():
     cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, cudnn.deterministic = old
 
 
-def _randomise_bn(model: torch.nn.Module) -> None:
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-
-
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnext50_32x4d"])
 def test_torchvision_parity_on_cuda(name, fmt):
@@ -53,7 +46,7 @@ def test_torchvision_parity_on_cuda(name, fmt):
     import torchvision
 
     tv = getattr(torchvision.models, name)()
-    _randomise_bn(tv)
+    randomize_bn(tv)
     ours = reslab.create_model(name, normalize=False)
     ours.load_state_dict(tv.state_dict())
     tv = tv.cuda().eval().to(memory_format=fmt)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import is_batchnorm, randomize_bn
 from reslab import create_model, load_checkpoint, save_checkpoint
 from reslab.cli import main
 from reslab.inference.export import export_onnx, export_torchscript, fold_batchnorm
@@ -19,23 +20,10 @@ from reslab.inference.export import export_onnx, export_torchscript, fold_batchn
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:FutureWarning")
 
 
-def _is_bn(module: nn.Module) -> bool:
-    # Both layer sets: torch's BatchNorm2d and the from-scratch twin (not a subclass).
-    return type(module).__name__ == "BatchNorm2d"
-
-
 def randomised(model: nn.Module, seed: int = 0) -> nn.Module:
     """Eval model whose BNs have non-trivial running stats and affine params, so folding
     changes every conv (fresh BNs are the identity up to eps)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for bn in filter(_is_bn, model.modules()):
-            n = bn.num_features
-            bn.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-            bn.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            bn.weight.copy_(torch.rand(n, generator=g) + 0.5)
-            bn.bias.copy_(torch.randn(n, generator=g) * 0.2)
-    return model.eval()
+    return randomize_bn(model, seed).eval()
 
 
 def images(batch: int, size: int, seed: int = 1) -> torch.Tensor:
@@ -54,18 +42,18 @@ def images(batch: int, size: int, seed: int = 1) -> torch.Tensor:
 )
 def test_fold_batchnorm_keeps_logits_and_removes_every_bn(name, size, n_bn):
     model = randomised(create_model(name, num_classes=10))
-    assert sum(map(_is_bn, model.modules())) == n_bn
+    assert sum(map(is_batchnorm, model.modules())) == n_bn
     x = images(2, size)
     with torch.no_grad():
         ref = model(x)
         folded = fold_batchnorm(model)
         out = folded(x)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-    assert not any(map(_is_bn, folded.modules()))
+    assert not any(map(is_batchnorm, folded.modules()))
     assert folded.folded_batchnorms == n_bn
     assert not folded.training
     # The input model is untouched: still its BNs, and the same outputs.
-    assert sum(map(_is_bn, model.modules())) == n_bn
+    assert sum(map(is_batchnorm, model.modules())) == n_bn
     with torch.no_grad():
         assert torch.equal(model(x), ref)
 
@@ -85,7 +73,7 @@ def test_fold_batchnorm_scratch_layers_and_their_torchscript_export(tmp_path):
         ref = model(x)
         folded = fold_batchnorm(model)
         torch.testing.assert_close(folded(x), ref, rtol=1e-5, atol=1e-5)
-    assert not any(map(_is_bn, folded.modules()))
+    assert not any(map(is_batchnorm, folded.modules()))
     # Scratch layers cannot be traced; export swaps in the torch.nn twin with the same weights.
     path = export_torchscript(folded, tmp_path / "scratch.torchscript", x)
     with torch.no_grad():

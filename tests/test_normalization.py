@@ -12,15 +12,8 @@ from reslab import create_model, list_models, load_checkpoint, load_weights, sav
 from reslab.api import resolve_model
 from reslab.models import InputNormalize
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These tests use small tensors: extra threads cost more than they give, and on a busy
-    # machine OpenMP's waiting threads made them up to 30x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small tensors: one thread (see conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # torchvision's ImageNet recipe, typed here rather than imported from reslab.

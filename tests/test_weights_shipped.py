@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 import reslab
+from conftest import shared_data_dir
 from reslab.weights import WeightsError, read_checkpoint_config
 from reslab.weights.tags import ASSETS, list_tags
 
@@ -61,9 +61,10 @@ def test_shipped_weights_reach_their_stated_accuracy(entry):
     from reslab.training.metrics import evaluate
 
     data = entry["tag"].removeprefix("reslab-")
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
     try:
-        test = load_dataset(data, "test", data_dir=shared, download=False, progress=False)
+        test = load_dataset(
+            data, "test", data_dir=shared_data_dir(), download=False, progress=False
+        )
     except DataNotFoundError:
         pytest.skip(f"{data} not on this machine")
     model = reslab.create_model(entry["model"], pretrained=entry["tag"])
