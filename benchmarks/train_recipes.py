@@ -35,58 +35,26 @@ RECIPES: dict[str, dict] = {
     "fmnist-600s": {
         "target": 0.93,
         "budget_s": 600,
-        "args": [
-            "--data",
-            "fashion-mnist",
-            "--model",
-            "resnet20",
-            "--epochs",
-            "10",
-            "--bs",
-            "256",
-            "--lr",
-            "0.4",
-            "--label-smoothing",
-            "0.1",
-        ],
+        "args": shlex.split(
+            "--data fashion-mnist --model resnet20 --epochs 10 --bs 256 --lr 0.4 "
+            "--label-smoothing 0.1"
+        ),
     },
     "fmnist-long": {
         "target": 0.94,
         "budget_s": None,
-        "args": [
-            "--data",
-            "fashion-mnist",
-            "--model",
-            "resnet20",
-            "--epochs",
-            "30",
-            "--bs",
-            "256",
-            "--lr",
-            "0.4",
-            "--label-smoothing",
-            "0.1",
-        ],
+        "args": shlex.split(
+            "--data fashion-mnist --model resnet20 --epochs 30 --bs 256 --lr 0.4 "
+            "--label-smoothing 0.1"
+        ),
     },
     "cifar-airplane-bird": {
         "target": 0.90,
         "budget_s": None,
-        "args": [
-            "--data",
-            "cifar10",
-            "--classes",
-            "airplane,bird",
-            "--model",
-            "resnet20",
-            "--epochs",
-            "20",
-            "--bs",
-            "128",
-            "--lr",
-            "0.2",
-            "--label-smoothing",
-            "0.1",
-        ],
+        "args": shlex.split(
+            "--data cifar10 --classes airplane,bird --model resnet20 --epochs 20 "
+            "--bs 128 --lr 0.2 --label-smoothing 0.1"
+        ),
         "shared_data": True,
     },
     # He et al. (2015), section 4.2: batch 128, lr 0.1 divided by 10 at 32k and 48k iterations,
@@ -95,35 +63,17 @@ RECIPES: dict[str, dict] = {
     "cifar10-paper": {
         "target": 1 - 0.0875,
         "budget_s": None,
-        "args": [
-            "--data",
-            "cifar10",
-            "--model",
-            "resnet20",
-            "--epochs",
-            "164",
-            "--bs",
-            "128",
-            "--lr",
-            "0.1",
-            "--wd",
-            "1e-4",
-            "--momentum",
-            "0.9",
-            "--schedule",
-            "step",
-            "--milestones",
-            "82,123",
-            "--label-smoothing",
-            "0",
-        ],
+        "args": shlex.split(
+            "--data cifar10 --model resnet20 --epochs 164 --bs 128 --lr 0.1 --wd 1e-4 "
+            "--momentum 0.9 --schedule step --milestones 82,123 --label-smoothing 0"
+        ),
         "common": ["--no-amp", "--channels-last", "--no-progress"],
         "shared_data": True,
     },
     "readme-short": {
         "target": None,
         "budget_s": None,
-        "args": ["--data", "fashion-mnist", "--epochs", "3"],
+        "args": shlex.split("--data fashion-mnist --epochs 3"),
     },
 }
 
