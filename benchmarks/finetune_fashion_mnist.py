@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 
-from reslab.bench import cpu_name
+from reslab.models.profile import cpu_name
 
 
 def main() -> None:
-    from reslab.training.finetune_run import FinetuneConfig, run_finetune
+    from reslab.recipes import FinetuneConfig, run_finetune
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[32, 64])

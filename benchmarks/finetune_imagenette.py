@@ -32,14 +32,14 @@ from pathlib import Path
 import torch
 from imagenette_data import imagenette_root
 
-from reslab.bench import cpu_name
+from reslab.models.profile import cpu_name
 
 
 def pretrained_head_accuracy(val_features: Path) -> dict:
     """ImageNet predictions of the converted model from its cached val embeddings."""
     import reslab
     from reslab.inference import class_names_of, restrict_class_index
-    from reslab.training.feature_cache import load_features
+    from reslab.transfer import load_features
 
     model = reslab.create_model("resnet50_v1", pretrained="keras-imagenet").eval()
     fs = load_features(val_features)
@@ -55,7 +55,7 @@ def pretrained_head_accuracy(val_features: Path) -> dict:
 
 
 def accuracy(args) -> dict:
-    from reslab.training.finetune_run import FinetuneConfig, run_finetune
+    from reslab.recipes import FinetuneConfig, run_finetune
 
     cache = Path(args.cache or tempfile.mkdtemp(prefix="reslab-feats-"))
     cfg = FinetuneConfig(
@@ -69,7 +69,7 @@ def accuracy(args) -> dict:
 
 
 def speed(args) -> dict:
-    from reslab.training.finetune_run import FinetuneConfig, run_finetune
+    from reslab.recipes import FinetuneConfig, run_finetune
 
     common = dict(
         source="resnet50_v1@keras-imagenet", data=str(imagenette_root()), freeze="backbone",

@@ -26,7 +26,7 @@ def shared_data() -> Path:
 
 def imagenette_root(splits: tuple[str, ...] = ("train", "val")) -> Path:
     """A folder with ``train/`` and/or ``val/`` class folders, extracted on first use."""
-    from reslab.data.locate import cache_dir
+    from reslab.files import cache_dir
 
     root = cache_dir() / "imagenette2-224sq-full"
     root.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from imagenette_data import imagenette_root
 
-from reslab.bench import cpu_name
+from reslab.models.profile import cpu_name
 
 
 def main() -> None:
@@ -47,7 +47,7 @@ def main() -> None:
 
     model = reslab.create_model("resnet50_v1", pretrained="keras-imagenet").eval()
     if args.crop_pct:
-        model.default_cfg["crop_pct"] = args.crop_pct
+        model.set_data_config(crop_pct=args.crop_pct)
     ds = load_dataset(imagenette_root(("val",)), "test")
     if args.limit and args.limit < len(ds):
         g = torch.Generator().manual_seed(0)

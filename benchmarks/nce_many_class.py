@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reslab.bench import cpu_name
+from reslab.models.profile import cpu_name
 from reslab.training.losses import NegativeSamplingLoss
 
 

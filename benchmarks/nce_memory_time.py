@@ -36,7 +36,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from reslab.bench import cpu_name
+from reslab.models.profile import cpu_name
 from reslab.training.losses import NegativeSamplingLoss
 
 VARIANTS = ("softmax", "nce", "nce-sparse")

@@ -11,7 +11,7 @@ batch norm from means), with the same weights, on a batch of 8 random 224 px ima
 
 Time: both models run interleaved in one process (torch run 1, scratch run 1, torch run 2, …)
 after ``--warmup`` steps each, so drift of the machine hits both alike; the median of
-``--runs`` steps is reported (``reslab.bench.bench_models``).
+``--runs`` steps is reported (``reslab.models.profile.bench_models``).
 
 Peak memory: each (layer set, mode) runs in a fresh process. After building the model and the
 input, and one small warm-up step (2 images of 64 px, so lazily initialised libraries are
@@ -41,7 +41,7 @@ import sys
 import torch
 
 from reslab import create_model
-from reslab.bench import bench_models, cpu_name
+from reslab.models.profile import bench_models, cpu_name
 
 LAYER_SETS = ("torch", "scratch")
 MODES = ("forward", "forward+backward")

@@ -124,7 +124,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from reslab.bench import cpu_name
+    from reslab.models.profile import cpu_name
 
     results = []
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="reslab-bench-"))

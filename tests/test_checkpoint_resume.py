@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from reslab.training import TrainConfig, run_training
+from reslab.recipes import TrainConfig, run_training
 from reslab.weights import WeightsError
 from test_data_synthetic import write_fake_fashion_mnist
 
@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = textwrap.dedent(
     """
     import json, os, signal, sys
-    from reslab.training import Callback, TrainConfig, run_training
+    from reslab.recipes import TrainConfig, run_training
+    from reslab.training import Callback
 
     cfg = TrainConfig.from_dict(json.loads(sys.argv[1]))
     mode, at = sys.argv[2], int(sys.argv[3])
@@ -39,18 +40,22 @@ SCRIPT = textwrap.dedent(
     cbs = []
     if mode == "batch":
         cbs.append(KillAt())
-    else:  # die half-way through the at-th write of the model file
-        import safetensors.torch as st
-        real, count = st.save_file, [0]
-        def dying_save(tensors, path, metadata=None):
+    else:  # die half-way through the at-th write of a model file
+        import reslab.weights.files as wf
+        from reslab.files import atomic_write
+        real, count = wf.atomic_write_bytes, [0]
+        def dying_write(path, data):
             count[0] += 1
-            if count[0] == at:
-                real(tensors, path, metadata=metadata)
-                with open(path, "r+b") as fh:
-                    fh.truncate(os.path.getsize(path) // 2)
+            if count[0] != at:
+                return real(path, data)
+            def half(tmp):
+                with open(tmp, "wb") as fh:
+                    fh.write(data[: len(data) // 2])
+                    fh.flush()
+                    os.fsync(fh.fileno())
                 os.kill(os.getpid(), signal.SIGKILL)
-            return real(tensors, path, metadata=metadata)
-        st.save_file = dying_save
+            return atomic_write(path, half)
+        wf.atomic_write_bytes = dying_write
     run_training(cfg, extra_cbs=tuple(cbs))
     """
 )
@@ -243,3 +248,12 @@ def test_resume_refuses_changed_settings(data_dir, tmp_path):
     run_training(_cfg(data_dir, tmp_path, epochs=1, save_every=None, amp=False))
     assert main(["train", "--resume", str(tmp_path), "--lr", "0.5"]) == 2
     assert main(["train", "--resume", str(tmp_path / "nope")]) == 2
+    # The same policy holds for Python callers: a resume continues the saved run only.
+    changed = _cfg(data_dir, tmp_path, epochs=1, save_every=None, amp=False, lr=0.5)
+    with pytest.raises(ValueError, match="cannot change: lr"):
+        run_training(changed, resume=True)
+    # Runtime options may change (threads, progress): resume_config applies them.
+    from reslab.recipes import resume_config
+
+    again = resume_config(tmp_path, {"threads": 1, "lr": None})
+    assert again.threads == 1 and again.lr == 0.05

@@ -19,7 +19,8 @@ import torch
 
 import reslab
 from conftest import randomize_bn
-from reslab.training import Callback, MixedPrecision, TrainConfig, run_training
+from reslab.recipes import TrainConfig, run_training
+from reslab.training import Callback, MixedPrecision
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -148,16 +148,27 @@ def _cifar_jpg_tree(root: Path, per_class: int = 2) -> dict[str, np.ndarray]:
     return made
 
 
-def test_cifar_class_folder_layout_from_tarball(tmp_path):
+def test_cifar_class_folder_layout_from_tarball(tmp_path, monkeypatch):
+    from reslab.data import cifar
+    from reslab.files import DownloadError, file_sha256
+
     made = _cifar_jpg_tree(tmp_path / "src")
     data = tmp_path / "data"
     data.mkdir()
-    with tarfile.open(data / "cifar10-jpg.tar.gz", "w:gz") as tar:
+    archive = data / "cifar10-jpg.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
         tar.add(tmp_path / "src" / "cifar10-jpg", arcname="cifar10-jpg")
+    # A file under a known archive's name but with other contents is refused, not extracted.
+    with pytest.raises(DownloadError, match="does not match the published"):
+        load_dataset("cifar10", "test", data_dir=data)
+    assert not (tmp_path / "cache" / "reslab" / "extracted").exists()
+    known = (cifar.JPEG_DIR, ("sha256", file_sha256(archive)))
+    monkeypatch.setitem(cifar.ARCHIVES, "cifar10-jpg.tar.gz", known)
     ds = load_dataset("cifar10", "test", data_dir=data, classes=["bird", "airplane"])
     # Extracted into the cache, never beside the archive.
     assert not (data / "cifar10-jpg").exists()
-    assert (tmp_path / "cache" / "reslab" / "cifar10-jpg").is_dir()
+    extracted = list((tmp_path / "cache" / "reslab" / "extracted").glob("cifar10-jpg-*"))
+    assert len(extracted) == 1 and (extracted[0] / "cifar10-jpg" / "test" / "bird").is_dir()
     assert ds.class_names == ["bird", "airplane"]
     assert sorted(ds.labels.tolist()) == [0, 0, 1, 1]
     birds = ds.images[ds.labels == 0]

@@ -83,7 +83,7 @@ def test_fold_batchnorm_scratch_layers_and_their_torchscript_export(tmp_path):
 # ---------------------------------------------------------------------------- TorchScript
 def test_torchscript_round_trip_any_batch_and_metadata(tmp_path):
     model = randomised(create_model("resnet18", num_classes=5))
-    model.default_cfg["class_names"] = ["ant", "bee", "cat", "dog", "eel"]
+    model.set_data_config(class_names=("ant", "bee", "cat", "dog", "eel"))
     path = export_torchscript(model, tmp_path / "r18.torchscript", images(2, 64))
     extra = {"reslab.json": ""}
     loaded = torch.jit.load(str(path), _extra_files=extra)
@@ -149,7 +149,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture
 def ckpt(tmp_path):
     model = randomised(create_model("resnet20", num_classes=3))
-    model.default_cfg["class_names"] = ["cat", "dog", "fox"]
+    model.set_data_config(class_names=("cat", "dog", "fox"))
     return save_checkpoint(tmp_path / "pets.safetensors", model)
 
 

@@ -9,25 +9,24 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 import reslab
 from conftest import randomize_bn
 from reslab.data import TensorImageDataset, TensorLoader
-from reslab.training import Callback
-from reslab.training.feature_cache import (
+from reslab.training import Callback, Learner
+from reslab.transfer import (
     FeatureLoader,
     FeatureSet,
     ViewAverage,
-    extract_features,
-    load_features,
-    save_features,
-)
-from reslab.training.finetune import (
-    FineTuneLearner,
     adapt_to_grayscale,
+    discriminative_param_groups,
+    extract_features,
     fine_tune,
     freeze,
+    load_features,
+    save_features,
     unfreeze,
 )
 
@@ -62,8 +61,8 @@ def test_frozen_backbone_in_train_mode_drifts_unless_bn_is_pinned():
     state = _backbone_state(model)
     emb = model.eval().backbone(x)
     ds = _data()
-    learn = FineTuneLearner(model, TensorLoader(ds, 8, shuffle=True, augment=True, drop_last=True),
-                            None, lr=0.5, progress=False)  # fmt: skip
+    learn = Learner(model, TensorLoader(ds, 8, shuffle=True, augment=True, drop_last=True),
+                    None, lr=0.5, progress=False)  # fmt: skip
     fc_before = model.fc.weight.clone()
     learn.fit(2)
     assert model.training and not model.bn1.training
@@ -92,8 +91,8 @@ def test_freeze_stages_and_unfreeze():
 def test_discriminative_learning_rates():
     model = _model()
     ds = _data()
-    learn = FineTuneLearner(model, TensorLoader(ds, 8, drop_last=True), None, lr=0.1,
-                            lr_mult=100, progress=False)  # fmt: skip
+    learn = Learner(model, TensorLoader(ds, 8, drop_last=True), None, lr=0.1,
+                    param_groups=discriminative_param_groups(100), progress=False)  # fmt: skip
     seen = []
 
     class Spy(Callback):
@@ -122,8 +121,8 @@ def test_fine_tune_freezes_then_unfreezes():
 
     w0 = model.layer1[0].conv1.weight.clone()
     m0 = model.layer1[0].bn1.running_mean.clone()
-    learn = FineTuneLearner(model, TensorLoader(ds, 8, shuffle=True, drop_last=True), None,
-                            lr=0.05, cbs=[Snap()], progress=False)  # fmt: skip
+    learn = Learner(model, TensorLoader(ds, 8, shuffle=True, drop_last=True), None,
+                    lr=0.05, cbs=[Snap()], progress=False)  # fmt: skip
     fine_tune(learn, 1, 0.05, freeze_epochs=1, lr_mult=10)
     (w1, m1), (w2, m2) = snapshots
     assert torch.equal(w1, w0) and torch.equal(m1, m0)  # frozen epoch: weights and BN stats
@@ -161,7 +160,7 @@ def test_gray_checkpoint_round_trip(tmp_path):
 
 
 def _fit(learn_model, train_dl, valid_dl, epochs=2):
-    learn = FineTuneLearner(learn_model, train_dl, valid_dl, lr=0.2, opt="sgd", progress=False)
+    learn = Learner(learn_model, train_dl, valid_dl, lr=0.2, opt="sgd", progress=False)
     learn.fit_one_cycle(epochs, 0.2)
     return learn
 
@@ -254,3 +253,29 @@ def test_cli_finetune_with_cache_features(tmp_path, monkeypatch, capsys):
     assert main(["finetune", "--from", str(src), "--data", str(tmp_path / "d"),
                  "--freeze", "none", "--cache-features"]) == 2  # fmt: skip
     assert "--cache-features needs --freeze backbone" in capsys.readouterr().err
+
+
+def test_cli_fine_tune_schedule_with_plain_sgd(tmp_path, capsys):
+    """``--opt sgd --momentum 0`` with fastai's schedule: discriminative LRs come from the
+    ordinary Learner's parameter groups, and SGD without momentum gets no Nesterov."""
+    from reslab.cli import main
+
+    src = reslab.save_checkpoint(tmp_path / "src.safetensors", _model())
+    x, y = _data(24, size=16).images, torch.arange(24) % 2
+    data = tmp_path / "d"
+    for split in ("train", "val"):
+        for c, name in enumerate(("red", "blue")):
+            (data / split / name).mkdir(parents=True)
+            for i in torch.nonzero(y == c).flatten().tolist()[:6]:
+                Image.fromarray(x[i].permute(1, 2, 0).numpy()).save(
+                    data / split / name / f"{i}.png"
+                )
+    args = ["--schedule", "fine-tune", "--opt", "sgd", "--momentum", "0", "--lr-mult", "10",
+            "--freeze-epochs", "1", "--epochs", "1", "--bs", "4", "--no-progress"]  # fmt: skip
+    run = ["--from", str(src), "--data", str(data), "--out", str(tmp_path / "run")]
+    code = main(["finetune", *run, *args])
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert len(metrics["epoch_seconds"]) == 2  # the frozen epoch, then the unfrozen one
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["momentum"] == 0.0 and config["opt"] == "sgd"

@@ -20,7 +20,11 @@ import torch.nn.functional as F
 import reslab
 from reslab.cli import main
 from reslab.weights import WeightsError
-from reslab.weights.keras import convert_tfjs_folder, fetch_keras_resnet50, keras_model_from_tfjs
+from reslab.weights.convert import (
+    convert_tfjs_folder,
+    fetch_keras_resnet50,
+    keras_model_from_tfjs,
+)
 
 BLOCKS = {2: 3, 3: 4, 4: 6, 5: 3}
 PLANES = {2: 64, 3: 128, 4: 256, 5: 512}
@@ -157,7 +161,7 @@ def test_conversion_matches_keras_semantics(synthetic):
     assert model.normalize.config() == {
         "mean": [103.939, 116.779, 123.68], "std": [1.0, 1.0, 1.0], "scale": 255.0, "bgr": True,
     }  # fmt: skip
-    assert model.stride_in_1x1 and model.build_config["name"] == "resnet50_v1"
+    assert model.stride_in_1x1 and model.config.name == "resnet50_v1"
 
 
 def test_epsilon_is_read_from_the_topology(tmp_path, synthetic):
@@ -253,7 +257,7 @@ def test_incomplete_model_is_a_clear_mismatch(synthetic, tmp_path):
     with pytest.raises(WeightsError, match="layer4.2.conv1.weight"):
         keras_model_from_tfjs(folder)
     # A v1.5 layout (stride on the 3x3) is refused rather than converted wrongly.
-    from reslab.weights.keras import convert_keras_resnet
+    from reslab.weights.convert import convert_keras_resnet
 
     topo = _topology(weights)
     for layer in topo["model_config"]["config"]["layers"]:
@@ -265,7 +269,7 @@ def test_incomplete_model_is_a_clear_mismatch(synthetic, tmp_path):
 
 
 def _converted_keras() -> Path | None:
-    from reslab.weights.tags import find_tag
+    from reslab.weights import find_tag
 
     path = find_tag("resnet50_v1@keras-imagenet").local_path()
     return path if path.is_file() else None

@@ -171,8 +171,18 @@ def test_fit_one_cycle_sets_lr_per_batch():
             seen.append((g["lr"], g["momentum"]))
 
     learn.fit_one_cycle(2, 0.2, cbs=[Spy()])
-    expected = [one_cycle(i, 12, 0.2) for i in range(12)]
-    assert seen == pytest.approx(expected)
+    # The reference: torch's OneCycleLR with the same phases, stepped once per batch.
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.2, momentum=0.9)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=0.2, total_steps=12, pct_start=0.25, div_factor=25.0,
+        final_div_factor=1e4, base_momentum=0.85, max_momentum=0.95,
+    )  # fmt: skip
+    expected = []
+    for _ in range(12):
+        expected.append((opt.param_groups[0]["lr"], opt.param_groups[0]["momentum"]))
+        opt.step()
+        sched.step()
+    assert [v for pair in seen for v in pair] == pytest.approx([v for p in expected for v in p])
     assert not any(isinstance(cb, (OneCycleSchedule, Spy)) for cb in learn.cbs)
 
 
@@ -298,3 +308,80 @@ def test_history_rows():
     assert set(h[0]) >= {"train_loss", "valid_loss", "accuracy", "lr", "time", "samples_per_s"}
     assert len(learn.recorder.lrs) == 8 and math.isfinite(h[1]["train_loss"])
     assert h[0]["train_loss"] == pytest.approx(sum(learn.recorder.losses[:4]) / 4)
+
+
+# ------------------------------------------------------------------ the callback protocol
+def test_every_event_is_declared_on_the_base_class():
+    from reslab.training import LIFECYCLE_EVENTS
+
+    for event in (*EVENTS, *LIFECYCLE_EVENTS):
+        assert callable(getattr(Callback, event)), event
+
+
+def test_a_failing_callback_names_itself_and_the_event():
+    x, y = toy_data(16)
+
+    class Broken(Callback):
+        def after_batch(self):
+            if self.learn.step == 2:
+                raise KeyError("no such column")
+
+    learn = learner(toy_net(), batches(x, y, 4), cbs=[Broken()])
+    with pytest.raises(KeyError, match="callback Broken failed in after_batch") as info:
+        learn.fit(1)
+    assert "no such column" in str(info.value)
+    assert (info.value.reslab_callback, info.value.reslab_event) == ("Broken", "after_batch")
+    # A user mistake inside a built-in callback says which one, and keeps its type.
+    learn = learner(toy_net(), batches(x, y, 8), batches(x, y, 8), cbs=[EarlyStopping("f1")])
+    with pytest.raises(ValueError, match="callback EarlyStopping failed in after_epoch: .*'f1'"):
+        learn.fit(1)
+
+
+def test_history_does_not_depend_on_the_nan_guard():
+    """The Learner computes the batch loss itself: without TerminateOnNaN the Recorder still
+    gets every batch's loss, equal to a direct computation."""
+    from reslab.training import TerminateOnNaN
+
+    x, y = toy_data(32)
+    model = toy_net()
+    ref = copy.deepcopy(model)
+    learn = learner(model, batches(x, y, 8), opt="sgd", lr=0.05, wd=0.0, momentum=0.0)
+    learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, TerminateOnNaN)])
+    assert not any(isinstance(cb, TerminateOnNaN) for cb in learn.cbs)
+    learn.fit(1)
+    # The same steps by hand: plain SGD, the loss of each batch before its step.
+    opt = torch.optim.SGD(ref.parameters(), lr=0.05)
+    expected = []
+    for xb, yb in batches(x, y, 8):
+        loss = nn.functional.cross_entropy(ref(xb), yb)
+        expected.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert learn.recorder.losses == pytest.approx(expected, rel=1e-5)
+    assert learn.recorder.history[0]["train_loss"] == pytest.approx(sum(expected) / 4, rel=1e-5)
+
+
+def test_sgd_without_momentum_and_parameter_groups_with_lr_scale():
+    """SGD at momentum 0 (no Nesterov) and per-group ``lr_scale`` on the ordinary Learner."""
+    x, y = toy_data(16)
+    model = toy_net()
+    ref = copy.deepcopy(model)
+
+    def two_speeds(m, wd):
+        return [
+            {"params": list(m[0].parameters()), "weight_decay": 0.0, "lr_scale": 0.1},
+            {"params": list(m[-1].parameters()), "weight_decay": 0.0, "lr_scale": 1.0},
+        ]
+
+    learn = learner(model, batches(x, y, 8), opt="sgd", momentum=0.0, param_groups=two_speeds)
+    learn.fit(1, lr=0.2)
+    opt = torch.optim.SGD(
+        [{"params": ref[0].parameters(), "lr": 0.02}, {"params": ref[-1].parameters()}], lr=0.2
+    )
+    for xb, yb in batches(x, y, 8):
+        opt.zero_grad()
+        nn.functional.cross_entropy(ref(xb), yb).backward()
+        opt.step()
+    for a, b in zip(model.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b)

@@ -359,7 +359,8 @@ def test_callback_goes_through_a_ddp_wrapper(tmp_path):
 
 
 def test_learner_trains_with_negative_sampling():
-    Learner = pytest.importorskip("reslab.training.learner").Learner
+    from reslab.training import Learner
+
     # 20 classes of 1x8x8 images (a fixed random prototype per class plus noise), NCE with 5
     # negatives through the Learner; validation uses the full softmax.
     g = torch.Generator().manual_seed(0)
@@ -393,7 +394,8 @@ def test_learner_trains_with_negative_sampling():
 
 
 def test_too_many_negatives_fail_before_training():
-    Learner = pytest.importorskip("reslab.training.learner").Learner
+    from reslab.training import Learner
+
     model = _tiny_model(num_classes=4)
     data = [(torch.rand(2, 1, 8, 8), torch.tensor([0, 1]))]
     learn = Learner(model, data, None, cbs=[NegativeSamplingCallback(4)], progress=False)

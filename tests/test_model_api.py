@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,7 +12,7 @@ import torchvision
 import reslab
 from conftest import randomize_bn
 from reslab.layers import TORCH_LAYERS, LayerSet
-from reslab.models import DropPath, InputNormalize, UnknownModelError
+from reslab.models import DropPath, InputNormalize, ResNet, UnknownModelError
 from reslab.models.normalize import CAFFE_BGR_MEAN, IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -185,3 +187,52 @@ def test_layer_set_is_pluggable_without_touching_model_code():
     model = reslab.create_model("resnet18", layers=custom)
     n_convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     assert CountingConv.built == n_convs == 20
+
+
+def test_a_hand_built_resnet_saves_and_rebuilds_from_its_checkpoint(tmp_path):
+    model = randomize_bn(
+        ResNet(
+            "bottleneck",
+            (1, 2),
+            7,
+            in_chans=2,
+            stage_widths=(8, 16),
+            groups=2,
+            width_per_group=8,
+            shortcut="avg",
+            stem_type="deep",
+            stem_width=8,
+        )  # fmt: skip
+    ).eval()
+    model.set_data_config(class_names=tuple("abcdefg"), input_size=(2, 40, 40))
+    path = reslab.save_checkpoint(tmp_path / "m.safetensors", model)
+    again = reslab.load_checkpoint(path).eval()
+    assert again.config == model.config and again.class_names == tuple("abcdefg")
+    x = torch.rand(2, 2, 40, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), model(x))
+
+
+def test_config_changes_only_through_named_methods():
+    model = reslab.create_model("resnet20")
+    with pytest.raises(TypeError):
+        model.default_cfg["class_names"] = ["x"] * 10  # a read-only view
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        model.config.arch.num_classes = 3
+    model.reset_classifier(3, class_names=("a", "b", "c"))
+    assert model.fc.out_features == 3 and model.config.arch.num_classes == 3
+    assert model.default_cfg["class_names"] == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="2 class names for a model with 3 outputs"):
+        model.set_data_config(class_names=("a", "b"))
+
+
+def test_a_custom_block_class_runs_but_cannot_be_saved(tmp_path):
+    from reslab.models import BasicBlock
+
+    class MyBlock(BasicBlock):
+        pass
+
+    model = ResNet(MyBlock, (1, 1), 3, stage_widths=(8, 16))
+    assert model(torch.rand(1, 3, 32, 32)).shape == (1, 3)
+    with pytest.raises(ValueError, match="custom block"):
+        reslab.save_checkpoint(tmp_path / "m.safetensors", model)

@@ -9,8 +9,8 @@ from torchvision.transforms import v2
 
 from conftest import randomize_bn
 from reslab import create_model, list_models, load_checkpoint, load_weights, save_checkpoint
-from reslab.api import resolve_model
 from reslab.models import InputNormalize
+from reslab.weights import resolve_model
 
 # Small tensors: one thread (see conftest.one_thread).
 pytestmark = pytest.mark.usefixtures("one_thread")

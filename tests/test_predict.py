@@ -21,7 +21,7 @@ NAMES = ["ant", "bee", "cat", "dog", "eel", "fox", "gnu", "hen", "ibis", "jay"]
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     model = reslab.create_model("resnet20")
-    model.default_cfg.update(class_names=NAMES, crop_pct=0.875)
+    model.set_data_config(class_names=tuple(NAMES), crop_pct=0.875)
     return reslab.save_checkpoint(tmp_path_factory.mktemp("m") / "m.safetensors", model)
 
 
@@ -139,8 +139,9 @@ def test_eval_restrict_classes(tmp_path, capsys):
         model.fc.bias.copy_(torch.randn(1000))
         model.fc.bias[701] = 50.0  # always the top of all 1000 classes …
         model.fc.bias[0] = 10.0  # … and of the three Imagenette-like classes: "tench"
-    model.default_cfg["class_names"] = list(class_names_of(model))
-    model.default_cfg.update(input_size=(3, 32, 32), crop_pct=1.0)
+    model.set_data_config(
+        class_names=tuple(class_names_of(model)), input_size=(3, 32, 32), crop_pct=1.0
+    )
     ckpt = reslab.save_checkpoint(tmp_path / "m.safetensors", model)
     root = tmp_path / "data"
     for split in ("train", "val"):

@@ -79,7 +79,7 @@ def test_atomic_write_gives_the_file_the_usual_mode(tmp_path):
     import os
     import stat
 
-    from reslab.weights.io import atomic_write
+    from reslab.files import atomic_write
 
     umask = os.umask(0o022)
     try:

@@ -11,7 +11,7 @@ import torch
 import reslab
 from conftest import shared_data_dir
 from reslab.weights import WeightsError, read_checkpoint_config
-from reslab.weights.tags import ASSETS, list_tags
+from reslab.weights.catalog import ASSETS, list_tags
 
 MANIFEST = json.loads((ASSETS / "manifest.json").read_text())
 
@@ -40,7 +40,7 @@ def test_tag_builds_the_saved_model(entry):
 def test_damaged_shipped_file_is_refused(tmp_path, monkeypatch):
     import shutil
 
-    from reslab.weights import tags
+    from reslab.weights import catalog as tags
 
     entry = MANIFEST[0]
     copy = tmp_path / entry["file"]

@@ -12,9 +12,9 @@ import torch
 import torchvision
 
 import reslab
-from reslab.weights import WeightsError
-from reslab.weights.sources import download_url, fetch_source, parse_url_checksum
-from reslab.weights.tags import find_tag, imagenet_class_names, list_tags
+from reslab.weights import WeightsError, weights_file
+from reslab.weights.catalog import find_tag, imagenet_class_names, list_tags
+from reslab.weights.sources import download_weights, parse_url_checksum
 
 
 @pytest.fixture()
@@ -83,8 +83,8 @@ def test_url_download_is_verified_cached_and_loads(server, cache):
 def test_wrong_checksum_is_refused_and_nothing_is_kept(server, cache):
     root, base = server
     _tv_weights(root)
-    with pytest.raises(WeightsError, match="checksum mismatch"):
-        download_url(f"{base}/w.pth#sha256={'0' * 64}", progress=False)
+    with pytest.raises(WeightsError, match="sha256 mismatch"):
+        download_weights(f"{base}/w.pth#sha256={'0' * 64}", progress=False)
     assert not cache.exists() or not any(cache.iterdir())
 
 
@@ -93,7 +93,7 @@ def test_truncated_download_says_so_and_leaves_no_file(server, cache):
     _, digest, _ = _tv_weights(root)
     _Handler.truncate.add("w.pth")
     with pytest.raises(WeightsError, match="truncated"):
-        download_url(f"{base}/w.pth#sha256={digest}", progress=False)
+        download_weights(f"{base}/w.pth#sha256={digest}", progress=False)
     assert not cache.exists() or not any(cache.iterdir())
 
 
@@ -102,18 +102,18 @@ def test_hub_style_hash_prefix_is_checked_like_torchvision(server, cache):
     path, digest, _ = _tv_weights(root)
     good = root / f"resnet18-{digest[:8]}.pth"
     path.rename(good)
-    assert download_url(f"{base}/{good.name}", progress=False).name == good.name
+    assert download_weights(f"{base}/{good.name}", progress=False).name == good.name
     bad = root / "resnet18-deadbeef.pth"
     bad.write_bytes(good.read_bytes())
-    with pytest.raises(WeightsError, match="checksum mismatch"):
-        download_url(f"{base}/{bad.name}", progress=False)
+    with pytest.raises(WeightsError, match="sha256 mismatch"):
+        download_weights(f"{base}/{bad.name}", progress=False)
 
 
 def test_url_without_checksum_or_offline_is_one_clear_error(cache):
     with pytest.raises(WeightsError, match="needs a checksum"):
-        fetch_source("http://127.0.0.1:9/weights.pth")
+        weights_file("http://127.0.0.1:9/weights.pth")
     with pytest.raises(WeightsError, match="cannot download"):
-        download_url(f"http://127.0.0.1:9/w.pth#sha256={'a' * 64}", progress=False)
+        download_weights(f"http://127.0.0.1:9/w.pth#sha256={'a' * 64}", progress=False)
     with pytest.raises(WeightsError, match="sha256"):
         parse_url_checksum("http://x/w.pth#md5=abc")
 
@@ -122,9 +122,9 @@ def test_corrupted_cache_entry_is_downloaded_again(server, cache):
     root, base = server
     _, digest, _ = _tv_weights(root)
     url = f"{base}/w.pth#sha256={digest}"
-    first = download_url(url, progress=False)
+    first = download_weights(url, progress=False)
     first.write_bytes(b"garbage")
-    again = download_url(url, progress=False)
+    again = download_weights(url, progress=False)
     assert hashlib.sha256(again.read_bytes()).hexdigest() == digest
     assert len(_Handler.requests) == 2
 
@@ -160,18 +160,18 @@ def test_torchvision_tags_match_torchvision_enums():
 def test_tag_downloads_verifies_and_sets_imagenet_config(server, cache, monkeypatch):
     import dataclasses
 
-    from reslab.weights import tags
+    from reslab.weights import catalog as tags
 
     # The real tag with its URL pointed at the loopback server (same file-name convention).
     root, base = server
     path, digest, state = _tv_weights(root)
     path.rename(root / f"resnet18-{digest[:8]}.pth")
-    table = dict(tags._table())
+    table = dict(tags.tag_table())
     real = table[("resnet18", "imagenet1k_v1")]
     table[("resnet18", "imagenet1k_v1")] = dataclasses.replace(
         real, url=f"{base}/resnet18-{digest[:8]}.pth"
     )
-    monkeypatch.setattr(tags, "_table", lambda: table)
+    monkeypatch.setattr(tags, "tag_table", lambda: table)
     model = reslab.create_model("resnet18", pretrained="IMAGENET1K_V1")
     torch.testing.assert_close(model.fc.bias, state["fc.bias"])
     assert model.default_cfg["class_names"][285] == "Egyptian cat"
@@ -182,7 +182,7 @@ def test_tag_downloads_verifies_and_sets_imagenet_config(server, cache, monkeypa
     table[("resnet18", "imagenet1k_v1")] = dataclasses.replace(
         real, url=f"{base}/resnet18-00000000.pth"
     )
-    with pytest.raises(WeightsError, match="checksum mismatch"):
+    with pytest.raises(WeightsError, match="sha256 mismatch"):
         reslab.create_model("resnet18", pretrained="resnet18@IMAGENET1K_V1")
 
 
@@ -212,7 +212,7 @@ def test_checkpoint_weights_bring_their_config(tmp_path):
         "resnet18", num_classes=4, in_chans=1, small_input=True,
         normalize={"mean": [0.3], "std": [0.2]},
     )  # fmt: skip
-    src.default_cfg["class_names"] = ["a", "b", "c", "d"]
+    src.set_data_config(class_names=("a", "b", "c", "d"))
     path = reslab.save_checkpoint(tmp_path / "m.safetensors", src)
     model = reslab.create_model("resnet18", pretrained=str(path)).eval()
     assert model.in_chans == 1 and model.num_classes == 4

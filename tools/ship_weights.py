@@ -29,7 +29,7 @@ def main() -> None:
 
     import reslab
     from reslab.data import load_dataset, make_loader
-    from reslab.training.metrics import evaluate
+    from reslab.training import evaluate
     from reslab.weights import save_checkpoint
 
     run_cfg = json.loads((args.run_dir / "config.json").read_text())

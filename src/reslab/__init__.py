@@ -1,11 +1,9 @@
 """reslab: residual networks you can build, verify, open up, train and ship."""
 
-from reslab.api import create_model
 from reslab.models import ResNet, list_models
 from reslab.training import Learner
-from reslab.weights import load_checkpoint, load_weights, save_checkpoint
-
-__version__ = "0.1.0"
+from reslab.version import __version__
+from reslab.weights import create_model, load_checkpoint, load_weights, save_checkpoint
 
 __all__ = [
     "Learner",

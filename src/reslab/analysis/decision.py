@@ -16,6 +16,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from reslab.files import atomic_write
+
 __all__ = [
     "Plane",
     "axis_planes",
@@ -209,8 +211,6 @@ def plot_decision_regions(
         panel_size: inches per panel.
         path: write the figure here as PNG (parent folders are created).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
     if isinstance(heads, nn.Module):
@@ -225,22 +225,8 @@ def plot_decision_regions(
     ncols = max(1, min(ncols, len(planes)))
     nrows = -(-len(planes) // ncols)
     legend = class_names is not None and num_classes <= 20
-    # One block of panels per head: stacked, or side by side when each block is one panel.
-    side_by_side = len(planes) == 1
-    block_w = ncols * panel_size
-    block_h = nrows * panel_size + (0.35 if any(heads) else 0.1)
-    width = block_w * (len(heads) if side_by_side else 1)
-    height = block_h * (1 if side_by_side else len(heads))
-    fig = Figure(
-        figsize=(width, height + (0.5 if title else 0) + legend * 0.6), layout="constrained"
-    )
-    FigureCanvasAgg(fig)
-    # The legend gets its own strip below the panels, so it can never be clipped.
-    rows = fig.subfigures(
-        2 if legend else 1, 1, squeeze=False, height_ratios=[height, 0.6] if legend else None
-    )[:, 0]
-    grid = (1, len(heads)) if side_by_side else (len(heads), 1)
-    subfigs = rows[0].subfigures(*grid, squeeze=False).flatten()
+    fig, rows, subfigs = _figure(len(heads), any(heads), len(planes), nrows, ncols, panel_size,
+                                 bool(title), legend)  # fmt: skip
     for subfig, (name, head) in zip(subfigs, heads.items()):
         if name:
             subfig.suptitle(name, fontsize=10)
@@ -249,28 +235,7 @@ def plot_decision_regions(
             ax.set_axis_off()
         for ax, plane in zip(axes.flat, planes):
             classes = decision_map(head, plane, extent=extent, resolution=resolution)
-            ax.imshow(
-                classes.numpy(),
-                cmap=cmap,
-                vmin=-0.5,
-                vmax=num_classes - 0.5,
-                origin="lower",
-                extent=(-extent, extent, -extent, extent),
-                interpolation="nearest",
-            )
-            ax.plot([0], [0], marker="+", color="black", markersize=5)
-            for a, b in plane.marks:
-                ax.plot(
-                    [a],
-                    [b],
-                    marker="o",
-                    markersize=3,
-                    markerfacecolor="white",
-                    markeredgecolor="black",
-                    markeredgewidth=0.5,
-                )
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _draw_panel(ax, classes, plane, extent, cmap, num_classes)
             if len(planes) > 1 or plane.label != "dims 0, 1":
                 ax.set_title(plane.label, fontsize=7, pad=2)
     if title:
@@ -285,7 +250,53 @@ def plot_decision_regions(
             frameon=False,
         )
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     return fig
+
+
+def _figure(n_heads, named, n_planes, nrows, ncols, panel_size, titled, legend):
+    """The figure: one block of panels per head (stacked, or side by side when each block is
+    one panel), and a strip for the legend below, so it can never be clipped."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    side_by_side = n_planes == 1
+    block_w = ncols * panel_size
+    block_h = nrows * panel_size + (0.35 if named else 0.1)
+    width = block_w * (n_heads if side_by_side else 1)
+    height = block_h * (1 if side_by_side else n_heads)
+    fig = Figure(
+        figsize=(width, height + (0.5 if titled else 0) + legend * 0.6), layout="constrained"
+    )
+    FigureCanvasAgg(fig)
+    rows = fig.subfigures(
+        2 if legend else 1, 1, squeeze=False, height_ratios=[height, 0.6] if legend else None
+    )[:, 0]
+    grid = (1, n_heads) if side_by_side else (n_heads, 1)
+    return fig, rows, rows[0].subfigures(*grid, squeeze=False).flatten()
+
+
+def _draw_panel(ax, classes: Tensor, plane: Plane, extent: float, cmap, num_classes: int) -> None:
+    """One slice: the class map, the origin (+) and the plane's marked inputs (o)."""
+    ax.imshow(
+        classes.numpy(),
+        cmap=cmap,
+        vmin=-0.5,
+        vmax=num_classes - 0.5,
+        origin="lower",
+        extent=(-extent, extent, -extent, extent),
+        interpolation="nearest",
+    )
+    ax.plot([0], [0], marker="+", color="black", markersize=5)
+    for a, b in plane.marks:
+        ax.plot(
+            [a],
+            [b],
+            marker="o",
+            markersize=3,
+            markerfacecolor="white",
+            markeredgecolor="black",
+            markeredgewidth=0.5,
+        )
+    ax.set_xticks([])
+    ax.set_yticks([])

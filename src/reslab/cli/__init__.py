@@ -1,7 +1,8 @@
 """The ``reslab`` command line: thin sub-commands that parse, call the library and print.
 
-Each sub-command lives in its own module with a ``register(subparsers, plots)`` function:
-``subparsers`` takes new commands, ``plots`` takes new ``reslab plot KIND`` parsers.
+Each verb lives in its own module with a ``register(subparsers, plots)`` function:
+``subparsers`` takes new commands, ``plots`` takes new ``reslab plot KIND`` parsers. A module
+parses, calls the library and prints; the work is done in the library.
 """
 
 from __future__ import annotations
@@ -11,15 +12,23 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from reslab.version import __version__
+
 __all__ = ["main", "build_parser", "CliError"]
 
 # Modules that add sub-commands; a missing optional one is skipped.
 COMMAND_MODULES = (
-    "reslab.cli.models_cmd",
+    "reslab.cli.list_cmd",
+    "reslab.cli.info_cmd",
+    "reslab.cli.bench_cmd",
     "reslab.cli.train_cmd",
+    "reslab.cli.eval_cmd",
+    "reslab.cli.finetune_cmd",
+    "reslab.cli.predict_cmd",
     "reslab.cli.weights_cmd",
-    "reslab.cli.analysis_cmd",
     "reslab.cli.export_cmd",
+    "reslab.cli.plot_cmd",
+    "reslab.cli.embedding_cmd",
 )
 
 
@@ -31,16 +40,28 @@ class CliError(Exception):
         self.code = code
 
 
+class PlotKinds:
+    """The ``reslab plot KIND`` sub-parsers, made when the first kind is added (so ``plot``
+    is listed where its module registers it)."""
+
+    def __init__(self, sub: argparse._SubParsersAction) -> None:
+        self._sub = sub
+        self._kinds: argparse._SubParsersAction | None = None
+
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        if self._kinds is None:
+            plot = self._sub.add_parser("plot", help="draw a figure from a run or a model")
+            self._kinds = plot.add_subparsers(dest="plot_kind", metavar="KIND", required=True)
+        return self._kinds.add_parser(name, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reslab", description="Residual networks: build, verify, train, inspect, ship."
     )
-    from reslab import __version__
-
     parser.add_argument("--version", action="version", version=f"reslab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    plot = sub.add_parser("plot", help="draw a figure from a run or a model")
-    plots = plot.add_subparsers(dest="plot_kind", metavar="KIND", required=True)
+    plots = PlotKinds(sub)
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
@@ -53,10 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from reslab.models import UnknownModelError
-    from reslab.weights import WeightsError
+    # ValueError covers UnknownModelError, WeightsError and ConfigError; OSError covers missing
+    # files, unwritable folders, failed downloads and busy run folders.
+    return (CliError, ValueError, OSError)
 
-    return (CliError, UnknownModelError, WeightsError, FileNotFoundError, ValueError)
+
+def _user_error(err: BaseException) -> BaseException | None:
+    """The error to show in one line, or None for a bug (which keeps its traceback)."""
+    return err if isinstance(err, _user_errors()) else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,9 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("reslab: interrupted", file=sys.stderr)
         return 130
-    except _user_errors() as err:
-        code = getattr(err, "code", 2)
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except Exception as err:
+        shown = _user_error(err)
+        if shown is None:
+            raise
+        code = getattr(shown, "code", 2)
+        message = str(shown).strip().splitlines()[0] if str(shown).strip() else type(shown).__name__
         print(f"reslab {args.command}: error: {message}", file=sys.stderr)
         return code if isinstance(code, int) else 2
     return int(result or 0)

@@ -6,9 +6,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from reslab.cli import CliError
 from reslab.cli.argtypes import positive_int
-from reslab.cli.weights_cmd import _model_from_spec
+from reslab.inference.export import (
+    EXPORT_FORMATS,
+    export_onnx,
+    export_torchscript,
+    fold_batchnorm,
+    max_abs_difference,
+    to_torch_layers,
+)
+from reslab.weights import resolve_model
 
 __all__ = ["register"]
 
@@ -27,24 +37,13 @@ def _default_out(spec: str, fmt: str) -> Path:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import torch
-
-    from reslab.inference.export import (
-        EXPORT_FORMATS,
-        export_onnx,
-        export_torchscript,
-        fold_batchnorm,
-        max_abs_difference,
-        to_torch_layers,
-    )
-
     fmt = args.format.lower()
     if fmt not in EXPORT_FORMATS:
         raise CliError(f"unknown format {args.format!r}; expected onnx or torchscript")
-    model = to_torch_layers(_model_from_spec(args.spec)).eval()
+    model = to_torch_layers(resolve_model(args.spec)).eval()
     shipped = fold_batchnorm(model) if args.fold_bn else model
     out = Path(args.out) if args.out else _default_out(args.spec, fmt)
-    size = tuple(model.default_cfg.get("input_size", (model.in_chans, 224, 224)))
+    size = tuple(model.config.data.input_size)
     gen = torch.Generator().manual_seed(0)
     example = torch.rand(args.batch or 2, *size, generator=gen)
     try:
@@ -58,7 +57,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         "any batch size" if fmt == "torchscript" or args.batch is None else f"batch {args.batch}"
     )
     folded = f", {shipped.folded_batchnorms} BatchNorms folded" if args.fold_bn else ""
-    scaled = "0-1" if model.default_cfg.get("normalize") else "normalised"
+    scaled = "0-1" if model.config.normalize is not None else "normalised"
     print(f"wrote {out} ({fmt}, {scaled} input (N, {', '.join(map(str, size))}), {batch}{folded})")
 
     # A fresh input, and a batch size other than the traced one where the batch is free.
@@ -99,5 +98,5 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
         type=positive_int,
         help="fix the ONNX batch size (default: any); also the traced batch",
     )
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset (18 or newer)")
+    p.add_argument("--opset", type=positive_int, default=18, help="ONNX opset (18 or newer)")
     p.set_defaults(func=cmd_export)

@@ -7,10 +7,15 @@ from reslab.data.datasets import (
     select_classes,
     split_indices,
 )
-from reslab.data.folder import ImageFolderDataset, read_small_image_folder, scan_image_folder
+from reslab.data.folder import (
+    ImageFolderDataset,
+    mix_seeds,
+    read_small_image_folder,
+    scan_image_folder,
+)
 from reslab.data.images import IMAGE_EXTENSIONS, ImageDecodeError, load_image
 from reslab.data.loaders import FolderLoader, TensorLoader, make_loader
-from reslab.data.locate import DATA_ENV, DataNotFoundError, cache_dir, search_dirs
+from reslab.data.locate import DATA_ENV, DataNotFoundError, search_dirs
 from reslab.data.transforms import EvalTransform, TrainTransform, eval_transform_from_cfg
 
 __all__ = [
@@ -25,11 +30,11 @@ __all__ = [
     "TensorImageDataset",
     "TensorLoader",
     "TrainTransform",
-    "cache_dir",
     "eval_transform_from_cfg",
     "load_dataset",
     "load_image",
     "make_loader",
+    "mix_seeds",
     "read_small_image_folder",
     "scan_image_folder",
     "search_dirs",

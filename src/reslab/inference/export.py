@@ -20,7 +20,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from reslab.weights.io import atomic_write
+from reslab.files import atomic_write
+from reslab.inference.predict import class_names_of
+from reslab.models import ResNet
+from reslab.version import __version__
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -147,17 +150,12 @@ def to_torch_layers(model: nn.Module) -> nn.Module:
     ls = getattr(model, "layer_set", None)
     if ls is None or ls.name == "torch":
         return model
-    build = getattr(model, "build_config", None)
-    if build is None:
-        raise ValueError(f"cannot export a {ls.name}-layer model not built by create_model")
-    from reslab.models.registry import rebuild_model
-
-    twin = rebuild_model(build, layers="torch", num_classes=model.num_classes)
+    if not isinstance(model, ResNet):
+        raise ValueError(f"cannot export a {ls.name}-layer {type(model).__name__}")
+    twin = ResNet.from_config(model.config, "torch")
     if getattr(model, "folded_batchnorms", 0):
         twin = fold_batchnorm(twin)  # same structure, so the folded state dict fits
     twin.load_state_dict(model.state_dict())
-    twin.default_cfg = dict(model.default_cfg)
-    twin.build_config = dict(build)
     return twin.train(model.training)
 
 
@@ -168,9 +166,6 @@ def export_metadata(model: nn.Module) -> dict[str, Any]:
     Args:
         model: the model being exported.
     """
-    from reslab import __version__
-    from reslab.inference.predict import class_names_of
-
     cfg = dict(getattr(model, "default_cfg", {}) or {})
     inside = cfg.get("normalize") is not None
     return {

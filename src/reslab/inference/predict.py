@@ -13,6 +13,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from reslab.data import ImageDecodeError, eval_transform_from_cfg, load_image
+from reslab.weights import imagenet_class_names
+
 __all__ = ["Prediction", "class_names_of", "load_for_model", "predict_files", "predict_tensor"]
 
 
@@ -48,8 +51,6 @@ def class_names_of(model: nn.Module) -> list[str]:
     if names and len(names) == n:
         return list(names)
     if n == 1000:
-        from reslab.weights.tags import imagenet_class_names
-
         return list(imagenet_class_names())
     return [str(i) for i in range(n)]
 
@@ -60,8 +61,6 @@ def load_for_model(path: str | Path, model: nn.Module) -> Tensor:
     Raises :class:`~reslab.data.ImageDecodeError` (one line naming the file) for a file that
     is not an image or is truncated.
     """
-    from reslab.data import eval_transform_from_cfg, load_image
-
     cfg = getattr(model, "default_cfg", {}) or {}
     channels = getattr(model, "in_chans", 3)
     if channels not in (1, 3):
@@ -95,8 +94,6 @@ def predict_files(
         batch_size: images per forward pass.
         device: where to run (default: the model's device).
     """
-    from reslab.data import ImageDecodeError
-
     if topk < 1:
         raise ValueError(f"topk must be positive, got {topk}")
     device = torch.device(device) if device else next(model.parameters()).device

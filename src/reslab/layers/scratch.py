@@ -19,8 +19,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import init
 
-from reslab import ops
-from reslab.layers import LayerSet
+import reslab.ops as ops
+from reslab.layers.base import LayerSet
 from reslab.layers.scratch_simple import (
     AdaptiveAvgPool2d,
     AvgPool2d,
@@ -29,9 +29,9 @@ from reslab.layers.scratch_simple import (
     MaxPool2d,
     ReLU,
     Sequential,
-    _pair,
+    layer_pair,
 )
-from reslab.ops.conv import _same_padding
+from reslab.ops.conv import same_padding
 
 __all__ = ["AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm2d", "Conv2d", "Flatten", "Identity",
            "Linear", "MaxPool2d", "ReLU", "SCRATCH_LAYERS", "Sequential"]  # fmt: skip
@@ -76,9 +76,13 @@ class Conv2d(nn.Module):
     ) -> None:
         factory_kwargs = {"device": device, "dtype": dtype}
         super().__init__()
-        kernel_size, stride, dilation = _pair(kernel_size), _pair(stride), _pair(dilation)
+        kernel_size, stride, dilation = (
+            layer_pair(kernel_size),
+            layer_pair(stride),
+            layer_pair(dilation),
+        )
         if not isinstance(padding, str):
-            padding = _pair(padding)
+            padding = layer_pair(padding)
         if groups <= 0 or in_channels % groups or out_channels % groups:
             raise ValueError("groups must be positive and divide in_channels and out_channels")
         if isinstance(padding, str) and padding not in {"same", "valid"}:
@@ -94,7 +98,7 @@ class Conv2d(nn.Module):
         self.transposed, self.output_padding = False, (0, 0)
         # F.pad's (left, right, top, bottom), used by the non-zero padding modes.
         if padding == "same":
-            top, bottom, left, right = _same_padding(kernel_size, dilation)
+            top, bottom, left, right = same_padding(kernel_size, dilation)
             self._reversed_padding_repeated_twice = [left, right, top, bottom]
         elif padding == "valid":
             self._reversed_padding_repeated_twice = [0, 0, 0, 0]

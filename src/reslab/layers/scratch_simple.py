@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from reslab import ops
+import reslab.ops as ops
 
 __all__ = ["AdaptiveAvgPool2d", "AvgPool2d", "Flatten", "Identity", "MaxPool2d", "ReLU",
            "Sequential"]  # fmt: skip
@@ -20,7 +20,7 @@ __all__ = ["AdaptiveAvgPool2d", "AvgPool2d", "Flatten", "Identity", "MaxPool2d",
 _PAIR = int | tuple[int, int]
 
 
-def _pair(value: Any) -> tuple[int, ...]:
+def layer_pair(value: Any) -> tuple[int, ...]:
     # As torch.nn.modules.utils._pair: an iterable is kept as a tuple, a scalar doubled.
     return tuple(value) if isinstance(value, Iterable) else (value, value)
 

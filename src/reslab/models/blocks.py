@@ -19,7 +19,11 @@ __all__ = [
     "make_shortcut",
     "conv1x1",
     "conv3x3",
+    "dirac_init_",
 ]
+
+# Relative size of the noise added to a Dirac (identity) initialisation.
+DIRAC_NOISE = 1e-2
 
 
 def conv3x3(
@@ -238,3 +242,19 @@ def zero_init_last_bn(module: nn.Module) -> None:
             bn = m.last_bn()
             if getattr(bn, "weight", None) is not None:
                 torch.nn.init.zeros_(bn.weight)
+
+
+@torch.no_grad()
+def dirac_init_(weight: Tensor, groups: int = 1, noise: float = DIRAC_NOISE) -> Tensor:
+    """Initialise a conv weight ``(O, I/groups, kh, kw)`` as an identity plus small noise.
+
+    Output channel ``o`` copies input channel ``o`` through the kernel's centre (for ``O > I``
+    the extra outputs start at zero, like option A's zero-padded channels); Gaussian noise of
+    ``noise`` times the He (fan-in) standard deviation breaks the symmetry between them.
+    """
+    fan_in = weight[0].numel()
+    std = noise * (2.0 / fan_in) ** 0.5
+    torch.nn.init.dirac_(weight, groups=groups)
+    if noise > 0:
+        weight.add_(torch.randn_like(weight) * std)
+    return weight

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from reslab.models.config import Normalization
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -48,6 +50,15 @@ class InputNormalize(nn.Module):
         shape = (1, len(mean), 1, 1)
         self.register_buffer("mean", torch.tensor(mean).view(shape), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(shape), persistent=False)
+
+    @classmethod
+    def from_config(cls, norm: Normalization) -> InputNormalize:
+        return cls(norm.mean, norm.std, scale=norm.scale, bgr=norm.bgr)
+
+    @property
+    def normalization(self) -> Normalization:
+        """The statistics as a frozen config (what the model's :class:`ModelConfig` holds)."""
+        return Normalization(self._stats[0], self._stats[1], scale=self.scale, bgr=self.bgr)
 
     @property
     def num_channels(self) -> int:

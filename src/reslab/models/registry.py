@@ -6,13 +6,14 @@ default config (input size, normalisation, number of classes).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
-import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
 from reslab.layers import LayerSet
+from reslab.models.config import ArchConfig, DataConfig
 from reslab.models.normalize import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -24,13 +25,20 @@ from reslab.models.normalize import (
 from reslab.models.resnet import ResNet
 
 __all__ = [
+    "ARCH_OPTIONS",
     "ModelSpec",
     "UnknownModelError",
     "build_model",
     "get_model_spec",
     "list_models",
-    "rebuild_model",
 ]
+
+
+# What ``create_model(name, **overrides)`` may change (in_chans/num_classes have own arguments).
+ARCH_OPTIONS = frozenset(f.name for f in dataclasses.fields(ArchConfig)) - {
+    "in_chans",
+    "num_classes",
+}
 
 
 class UnknownModelError(ValueError):
@@ -195,7 +203,7 @@ def get_model_spec(name: str) -> ModelSpec:
 
 
 def _make_normalize(
-    normalize: bool | dict | InputNormalize | None, cfg: dict, in_chans: int
+    normalize: bool | dict | InputNormalize | None, spec_cfg: dict, in_chans: int
 ) -> InputNormalize | None:
     if normalize is None or normalize is False:
         return None
@@ -203,7 +211,9 @@ def _make_normalize(
         return normalize
     if isinstance(normalize, dict):
         return InputNormalize(**normalize)
-    return InputNormalize(channel_stats(cfg["mean"], in_chans), channel_stats(cfg["std"], in_chans))
+    return InputNormalize(
+        channel_stats(spec_cfg["mean"], in_chans), channel_stats(spec_cfg["std"], in_chans)
+    )
 
 
 def build_model(
@@ -217,60 +227,26 @@ def build_model(
 ) -> ResNet:
     """Build a registered model with random weights (see :func:`reslab.create_model`)."""
     spec = get_model_spec(name)
-    unknown = set(overrides) - set(inspect.signature(ResNet).parameters)
+    unknown = set(overrides) - ARCH_OPTIONS
     if unknown:
         raise TypeError(f"unknown option(s) for {name}: {', '.join(sorted(unknown))}")
-    cfg = dict(spec.cfg)
-    num_classes = cfg["num_classes"] if num_classes is None else num_classes
+    cfg = spec.cfg
     norm = _make_normalize(normalize, cfg, in_chans)
-    arch = {**spec.arch, **overrides}
-    model = ResNet(
-        num_classes=num_classes, in_chans=in_chans, layer_set=layers, normalize=norm, **arch
-    )
-    if norm is not None:
-        cfg.update(mean=tuple(norm.config()["mean"]), std=tuple(norm.config()["std"]))
-    else:
-        cfg.update(
-            mean=channel_stats(cfg["mean"], in_chans), std=channel_stats(cfg["std"], in_chans)
-        )
-    cfg.update(
-        architecture=name,
+    stats = norm.normalization if norm is not None else None
+    data = DataConfig(
         input_size=(in_chans, *cfg["input_size"][1:]),
-        num_classes=num_classes,
-        class_names=None,
-        normalize=None if norm is None else norm.config(),
+        mean=stats.mean if stats else channel_stats(cfg["mean"], in_chans),
+        std=stats.std if stats else channel_stats(cfg["std"], in_chans),
+        crop_pct=cfg["crop_pct"],
+        interpolation=cfg["interpolation"],
     )
-    model.default_cfg = cfg
-    # Everything needed to rebuild this model from a checkpoint's JSON.
-    model.build_config = {
-        "name": name,
-        "num_classes": num_classes,
-        "in_chans": in_chans,
-        "normalize": cfg["normalize"],
-        "overrides": _jsonable(overrides),
-    }
-    return model
-
-
-def rebuild_model(
-    build_config: dict[str, Any],
-    *,
-    layers: str | LayerSet = "torch",
-    num_classes: int | None = None,
-) -> ResNet:
-    """Build (random weights) the model a ``model.build_config`` describes, e.g. from a
-    checkpoint's JSON; ``num_classes`` overrides the stored one (a replaced classifier)."""
-    b = dict(build_config)
-    stored_classes = b.pop("num_classes", None)
-    return build_model(
-        b.pop("name"),
-        num_classes=stored_classes if num_classes is None else num_classes,
-        in_chans=b.pop("in_chans"),
-        normalize=b.pop("normalize") or False,
-        layers=layers,
-        **b.pop("overrides", {}),
+    arch = {**spec.arch, **overrides}
+    return ResNet(
+        num_classes=cfg["num_classes"] if num_classes is None else num_classes,
+        in_chans=in_chans,
+        layer_set=layers,
+        normalize=norm,
+        name=name,
+        data=data,
+        **arch,
     )
-
-
-def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}

@@ -2,15 +2,48 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
 
 from torch import Tensor, nn
 
 from reslab.layers import LayerSet, get_layer_set
-from reslab.models.blocks import get_block, make_shortcut, zero_init_last_bn
-from reslab.models.normalize import InputNormalize
+from reslab.models.blocks import BLOCKS, dirac_init_, get_block, make_shortcut, zero_init_last_bn
+from reslab.models.config import ArchConfig, DataConfig, ModelConfig
+from reslab.models.normalize import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    InputNormalize,
+    channel_stats,
+)
 
-__all__ = ["ResNet", "Backbone"]
+__all__ = ["ResNet", "Backbone", "default_data_config"]
+
+
+def default_data_config(in_chans: int = 3, small_input: bool = False) -> DataConfig:
+    """The data config of a hand-built ResNet: ImageNet's at 224 px, or CIFAR's at 32 px for a
+    small-input stem (statistics averaged over the channels when there are not three)."""
+    mean, std = (CIFAR10_MEAN, CIFAR10_STD) if small_input else (IMAGENET_MEAN, IMAGENET_STD)
+    side = 32 if small_input else 224
+    return DataConfig(
+        input_size=(in_chans, side, side),
+        mean=channel_stats(mean, in_chans),
+        std=channel_stats(std, in_chans),
+        crop_pct=1.0 if small_input else 0.875,
+    )
+
+
+def _block_name(block: type[nn.Module]) -> str:
+    """The registered name of a block class, else ``module:qualname`` (such a model runs, but
+    a checkpoint cannot rebuild it: classes are never imported from files)."""
+    for name, cls in BLOCKS.items():
+        if cls is block:
+            return name
+    return f"{block.__module__}:{block.__qualname__}"
 
 
 class ResNet(nn.Module):
@@ -37,7 +70,15 @@ class ResNet(nn.Module):
         zero_init_last: zero the last BN gamma of every block ("BatchZero").
         drop_path_rate: stochastic depth, rising linearly to this rate in the last block.
         layer_set: ``"torch"``, ``"scratch"`` or a :class:`~reslab.layers.LayerSet`.
+        init: ``"kaiming"`` (He, as torchvision) or ``"dirac"``: every conv starts as an
+            identity plus small noise (plain nets that train without shortcuts).
         normalize: an :class:`InputNormalize` to apply first, or ``None`` for raw inputs.
+        name: the registered name, recorded in :attr:`config`.
+        data: input size, statistics, crop and class names (default: ImageNet's, or CIFAR's
+            for ``small_input``).
+
+    Everything but the weights is in :attr:`config` (a frozen :class:`ModelConfig`), so any
+    ``ResNet`` can be saved and rebuilt from its checkpoint.
     """
 
     def __init__(
@@ -58,18 +99,42 @@ class ResNet(nn.Module):
         stride_in_1x1: bool = False,
         zero_init_last: bool = False,
         drop_path_rate: float = 0.0,
+        init: str = "kaiming",
         layer_set: str | LayerSet = "torch",
         normalize: InputNormalize | None = None,
+        name: str | None = None,
+        data: DataConfig | None = None,
     ) -> None:
         super().__init__()
-        if len(layers) != len(stage_widths):
-            raise ValueError(f"{len(layers)} stage depths but {len(stage_widths)} stage widths")
-        if in_chans < 1:
-            raise ValueError(f"in_chans must be positive, got {in_chans}")
+        self.block = get_block(block)
+        arch = ArchConfig(
+            block=block if isinstance(block, str) else _block_name(self.block),
+            layers=tuple(layers),
+            num_classes=num_classes,
+            in_chans=in_chans,
+            stage_widths=tuple(stage_widths),
+            groups=groups,
+            width_per_group=width_per_group,
+            width=width,
+            stem_type=stem_type,
+            stem_width=stem_width,
+            small_input=small_input,
+            shortcut=shortcut,
+            stride_in_1x1=stride_in_1x1,
+            zero_init_last=zero_init_last,
+            drop_path_rate=drop_path_rate,
+            init=init,
+        )
+        if data is None:
+            data = default_data_config(in_chans, small_input)
+        self.config = ModelConfig(
+            arch=arch,
+            data=data,
+            normalize=None if normalize is None else normalize.normalization,
+            name=name,
+        )
         ls = get_layer_set(layer_set)
         self.layer_set = ls
-        self.block = get_block(block)
-        self.in_chans = in_chans
         self.groups = groups
         self.base_width = width_per_group
         self.shortcut = shortcut
@@ -77,10 +142,6 @@ class ResNet(nn.Module):
         widths = [max(1, int(round(w * width))) for w in stage_widths]
         self.inplanes = widths[0]
 
-        if normalize is not None and normalize.num_channels != in_chans:
-            raise ValueError(
-                f"normalisation has {normalize.num_channels} channels but in_chans={in_chans}"
-            )
         self.normalize = normalize if normalize is not None else ls.identity()
         self.conv1 = self._make_stem(
             ls, stem_type, max(1, int(round(stem_width * width))), small_input
@@ -91,24 +152,55 @@ class ResNet(nn.Module):
             ls.identity() if small_input else ls.max_pool2d(kernel_size=3, stride=2, padding=1)
         )
 
-        total_blocks = sum(layers)
-        rates = [drop_path_rate * i / max(total_blocks - 1, 1) for i in range(total_blocks)]
         self.stage_names: list[str] = []
-        for i, (planes, n) in enumerate(zip(widths, layers)):
-            stride = 1 if i == 0 else 2
-            stage = self._make_layer(ls, planes, n, stride, rates[:n])
-            rates = rates[n:]
-            name = f"layer{i + 1}"
-            self.add_module(name, stage)
-            self.stage_names.append(name)
+        self._make_stages(ls, widths, layers, drop_path_rate)
 
         self.num_features = widths[-1] * self.block.expansion
         self.avgpool = ls.adaptive_avg_pool2d((1, 1))
         self.flatten = ls.flatten(1)
-        self.num_classes = num_classes
         self.fc = self._make_classifier(num_classes)
-        self._init_weights(zero_init_last)
-        self.default_cfg: dict = {}
+        self._init_weights(zero_init_last, init)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, layer_set: str | LayerSet = "torch") -> ResNet:
+        """Build (random weights) the model ``config`` describes, e.g. from a checkpoint."""
+        norm = config.normalize
+        model = cls(
+            **config.arch.kwargs(),
+            layer_set=layer_set,
+            normalize=None if norm is None else InputNormalize.from_config(norm),
+            name=config.name,
+            data=config.data,
+        )
+        model.config = config
+        return model
+
+    # ----------------------------------------------------------------- config
+    @property
+    def num_classes(self) -> int:
+        return self.config.arch.num_classes
+
+    @property
+    def in_chans(self) -> int:
+        return self.config.arch.in_chans
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        return self.config.data.class_names
+
+    @property
+    def default_cfg(self) -> Mapping[str, Any]:
+        """The config as timm's flat, read-only dict (``input_size``, ``mean``, ``crop_pct``…)."""
+        return MappingProxyType(self.config.flat())
+
+    def set_data_config(self, **changes: Any) -> None:
+        """Change the data config (``input_size``, ``crop_pct``, ``class_names``…), validated."""
+        data = dataclasses.replace(self.config.data, **changes)
+        self.config = self.config.replace(data=data)
+
+    def set_pretrained(self, source: str | None) -> None:
+        """Record where the weights came from."""
+        self.config = self.config.replace(pretrained=source)
 
     # ----------------------------------------------------------------- building
     def _make_stem(self, ls: LayerSet, stem_type: str, stem_width: int, small: bool) -> nn.Module:
@@ -128,6 +220,18 @@ class ResNet(nn.Module):
                 ls.conv2d(stem_width, self.inplanes, 3, stride=1, padding=1, bias=False),
             )
         raise ValueError(f"unknown stem_type {stem_type!r}; expected 'default' or 'deep'")
+
+    def _make_stages(
+        self, ls: LayerSet, widths: Sequence[int], layers: Sequence[int], drop_path_rate: float
+    ) -> None:
+        """``layer1``…``layerN``; stochastic depth rises linearly over all blocks."""
+        total_blocks = sum(layers)
+        rates = [drop_path_rate * i / max(total_blocks - 1, 1) for i in range(total_blocks)]
+        for i, (planes, n) in enumerate(zip(widths, layers)):
+            stage = self._make_layer(ls, planes, n, 1 if i == 0 else 2, rates[:n])
+            rates = rates[n:]
+            self.add_module(f"layer{i + 1}", stage)
+            self.stage_names.append(f"layer{i + 1}")
 
     def _make_layer(
         self, ls: LayerSet, planes: int, blocks: int, stride: int, rates: Sequence[float]
@@ -163,12 +267,14 @@ class ResNet(nn.Module):
             return self.layer_set.identity()
         return self.layer_set.linear(self.num_features, num_classes)
 
-    def _init_weights(self, zero_init_last: bool) -> None:
-        # torchvision's init: He (fan-out) for convs, unit-gamma BNs; the fc
-        # keeps nn.Linear's default.
+    def _init_weights(self, zero_init_last: bool, init: str) -> None:
+        # torchvision's init: He (fan-out) for convs, unit-gamma BNs; the fc keeps
+        # nn.Linear's default. "dirac": every conv starts as an identity plus small noise.
         for m in self.modules():
             if isinstance(m, self.layer_set.conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if init == "dirac":
+                    dirac_init_(m.weight, m.groups)
             elif isinstance(m, self.layer_set.batch_norm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
@@ -180,11 +286,38 @@ class ResNet(nn.Module):
     def stages(self) -> list[nn.Module]:
         return [getattr(self, name) for name in self.stage_names]
 
-    def reset_classifier(self, num_classes: int) -> None:
+    def reset_classifier(self, num_classes: int, class_names: Sequence[str] | None = None) -> None:
         """Replace ``fc`` with a freshly initialised classifier for ``num_classes``."""
-        self.num_classes = num_classes
+        arch = dataclasses.replace(self.config.arch, num_classes=num_classes)
+        data = dataclasses.replace(
+            self.config.data, class_names=None if class_names is None else tuple(class_names)
+        )
+        self.config = self.config.replace(arch=arch, data=data)
         self.fc = self._make_classifier(num_classes)
-        self.default_cfg = {**self.default_cfg, "num_classes": num_classes, "class_names": None}
+
+    def set_input_channels(
+        self, in_chans: int, conv_weight: Tensor, normalize: InputNormalize | None
+    ) -> None:
+        """Make the model take ``in_chans``-channel images: the first conv's new weight and the
+        normalisation for the new channels (None: the model takes normalised input)."""
+        conv = self.conv1 if hasattr(self.conv1, "weight") else self.conv1[0]
+        if conv_weight.shape[1] != in_chans or conv_weight.shape[0] != conv.weight.shape[0]:
+            raise ValueError(
+                f"conv weight {tuple(conv_weight.shape)} does not fit {in_chans} input channels"
+            )
+        conv.weight = nn.Parameter(conv_weight, requires_grad=conv.weight.requires_grad)
+        conv.in_channels = in_chans
+        self.normalize = normalize if normalize is not None else self.layer_set.identity()
+        norm = None if normalize is None else normalize.normalization
+        data = self.config.data
+        data = dataclasses.replace(
+            data,
+            input_size=(in_chans, *data.input_size[1:]),
+            mean=channel_stats(data.mean, in_chans) if norm is None else norm.mean,
+            std=channel_stats(data.std, in_chans) if norm is None else norm.std,
+        )
+        arch = dataclasses.replace(self.config.arch, in_chans=in_chans)
+        self.config = self.config.replace(arch=arch, data=data, normalize=norm)
 
     @property
     def backbone(self) -> Backbone:
@@ -202,7 +335,8 @@ class ResNet(nn.Module):
                 f"expected images of shape (N, {self.in_chans}, H, W), got {tuple(x.shape)}"
             )
 
-    def _stem(self, x: Tensor) -> Tensor:
+    def forward_stem(self, x: Tensor) -> Tensor:
+        """Normalisation, stem convolution(s) and max-pool: the input of the first stage."""
         self._check_input(x)
         x = self.normalize(x)
         x = self.relu(self.bn1(self.conv1(x)))
@@ -210,7 +344,7 @@ class ResNet(nn.Module):
 
     def features(self, x: Tensor) -> list[Tensor]:
         """One feature map per stage (strides 4/8/16/32 for the ImageNet nets)."""
-        x = self._stem(x)
+        x = self.forward_stem(x)
         maps = []
         for stage in self.stages:
             x = stage(x)
@@ -219,7 +353,7 @@ class ResNet(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """The last stage's feature map, before pooling."""
-        x = self._stem(x)
+        x = self.forward_stem(x)
         for stage in self.stages:
             x = stage(x)
         return x

@@ -5,7 +5,7 @@ from primitives (``as_strided``, ``matmul``/``sum``/``mul``, ``pad``, ``max``,
 ``mean``); none calls torch.nn.functional's convolution, pooling, batch norm
 or linear kernels. Autograd derives the backward passes; the one written by
 hand is col2im, the adjoint of the im2col copy (itself a sum of strided views,
-see :mod:`reslab.ops._windows`). Argument names and defaults mirror torch's
+see :mod:`reslab.ops.windows`). Argument names and defaults mirror torch's
 functions, so each op is a drop-in twin:
 
 =======================  ==========================================

@@ -16,7 +16,7 @@ the convolution is then ``weight.view(G, O/G, C/G*kh*kw) @ cols``.
 
 Autograd differentiates the whole chain; the gradient of the im2col copy is
 col2im, which sums the gradients of overlapping windows back into the input
-with one strided add per kernel position (see :mod:`reslab.ops._windows`).
+with one strided add per kernel position (see :mod:`reslab.ops.windows`).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from reslab.ops._utils import IntPair, check_window, pair, right_pad
-from reslab.ops._windows import Windows, im2col
+from reslab.ops.window_args import IntPair, check_window, pair, right_pad
+from reslab.ops.windows import Windows, im2col
 
-__all__ = ["conv2d", "conv_output_size"]
+__all__ = ["conv2d", "conv_output_size", "conv_padding", "same_padding"]
 
 
 def conv_output_size(size: int, kernel: int, stride: int, pad_total: int, dilation: int) -> int:
@@ -35,11 +35,32 @@ def conv_output_size(size: int, kernel: int, stride: int, pad_total: int, dilati
     return (size + pad_total - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def _same_padding(kernel: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, ...]:
+def same_padding(kernel: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, ...]:
     # torch's 'same': total d*(k-1) per axis, the odd pixel goes to the bottom/right.
     (kh, kw), (dh, dw) = kernel, dilation
     th, tw = dh * (kh - 1), dw * (kw - 1)
     return (th // 2, th - th // 2, tw // 2, tw - tw // 2)  # top, bottom, left, right
+
+
+def conv_padding(
+    padding: IntPair | str,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+) -> tuple[int, int, int, int]:
+    """``(top, bottom, left, right)`` zero padding for conv2d's ``padding`` argument."""
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if padding == "same":
+        if stride != (1, 1):
+            raise ValueError("padding='same' is not supported for strided convolutions")
+        return same_padding(kernel, dilation)
+    if isinstance(padding, str):
+        raise ValueError(f"invalid padding string {padding!r}; expected 'same' or 'valid'")
+    ph, pw = pair(padding, "padding")
+    if min(ph, pw) < 0:
+        raise ValueError("conv2d: negative padding is not supported")
+    return (ph, ph, pw, pw)
 
 
 def conv2d(
@@ -86,20 +107,7 @@ def conv2d(
     dh, dw = pair(dilation, "dilation")
     if min(sh, sw, dh, dw) < 1:
         raise ValueError("conv2d: stride and dilation must be positive")
-    if isinstance(padding, str):
-        if padding == "valid":
-            pads = (0, 0, 0, 0)
-        elif padding == "same":
-            if (sh, sw) != (1, 1):
-                raise ValueError("padding='same' is not supported for strided convolutions")
-            pads = _same_padding((kh, kw), (dh, dw))
-        else:
-            raise ValueError(f"invalid padding string {padding!r}; expected 'same' or 'valid'")
-    else:
-        ph, pw = pair(padding, "padding")
-        if min(ph, pw) < 0:
-            raise ValueError("conv2d: negative padding is not supported")
-        pads = (ph, ph, pw, pw)
+    pads = conv_padding(padding, (kh, kw), (sh, sw), (dh, dw))
     top, bottom, left, right = pads
     h_out = conv_output_size(h, kh, sh, top + bottom, dh)
     w_out = conv_output_size(w, kw, sw, left + right, dw)

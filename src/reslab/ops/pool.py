@@ -14,8 +14,8 @@ import math
 import torch
 from torch import Tensor
 
-from reslab.ops._utils import IntPair, check_window, pair, right_pad, window_out_size
-from reslab.ops._windows import Windows, im2col
+from reslab.ops.window_args import IntPair, check_window, pair, right_pad, window_out_size
+from reslab.ops.windows import Windows, im2col
 
 __all__ = ["adaptive_avg_pool2d", "avg_pool2d", "max_pool2d"]
 

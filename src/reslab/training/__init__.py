@@ -1,7 +1,10 @@
-"""Training: the Learner, its callbacks, schedules, the LR finder, checkpoints, torchrun."""
+"""Training: the engine — the Learner, its declared callback events, callbacks (one family
+per file), schedules, the optimizer, metrics, the LR finder, distributed runs, resumable
+checkpoints. The runs behind ``reslab train``/``finetune`` live in :mod:`reslab.recipes`."""
 
 from reslab.training.callback import (
     EVENTS,
+    LIFECYCLE_EVENTS,
     Callback,
     CancelBatchException,
     CancelEpochException,
@@ -9,17 +12,27 @@ from reslab.training.callback import (
     CancelStepException,
     TrainingDiverged,
 )
-from reslab.training.checkpoint import SaveCheckpoint, get_rng_state, set_rng_state
-from reslab.training.distributed import DistributedCallback, dist_info, init_distributed
-from reslab.training.learner import Learner
-from reslab.training.loggers import (
-    CSVLogger,
-    EarlyStopping,
-    ProgressCallback,
-    Recorder,
-    TensorBoardCallback,
-    TerminateOnNaN,
+from reslab.training.channels_last import ChannelsLast
+from reslab.training.checkpoint import (
+    CHECKPOINT_NAME,
+    SaveCheckpoint,
+    get_rng_state,
+    read_checkpoint_meta,
+    set_rng_state,
 )
+from reslab.training.distributed import (
+    DistContext,
+    DistributedCallback,
+    cleanup_distributed,
+    convert_sync_batchnorm,
+    dist_info,
+    init_distributed,
+)
+from reslab.training.ema import EMA
+from reslab.training.gradients import GradientAccumulation, GradientClip
+from reslab.training.learner import Learner
+from reslab.training.loggers import CSVLogger, TensorBoardCallback
+from reslab.training.losses import NegativeSamplingCallback, NegativeSamplingLoss
 from reslab.training.lr_find import LRFinder, LRFindResult, lr_find, suggest_lr
 from reslab.training.metrics import (
     Accuracy,
@@ -30,19 +43,17 @@ from reslab.training.metrics import (
     get_metric,
 )
 from reslab.training.optim import create_optimizer, param_groups
-from reslab.training.runner import TrainConfig, run_training
+from reslab.training.precision import MixedPrecision, bf16_is_fast
+from reslab.training.progress import ProgressCallback
+from reslab.training.recorder import Recorder
 from reslab.training.schedule import OneCycleSchedule, StepSchedule, one_cycle, step_lr
-from reslab.training.tricks import (
-    EMA,
-    ChannelsLast,
-    GradientAccumulation,
-    GradientClip,
-    MixedPrecision,
-)
+from reslab.training.stopping import EarlyStopping, TerminateOnNaN
 
 __all__ = [
+    "CHECKPOINT_NAME",
     "EMA",
     "EVENTS",
+    "LIFECYCLE_EVENTS",
     "Accuracy",
     "CSVLogger",
     "Callback",
@@ -51,6 +62,7 @@ __all__ = [
     "CancelFitException",
     "CancelStepException",
     "ChannelsLast",
+    "DistContext",
     "DistributedCallback",
     "EarlyStopping",
     "EvalResult",
@@ -61,16 +73,20 @@ __all__ = [
     "Learner",
     "Metric",
     "MixedPrecision",
+    "NegativeSamplingCallback",
+    "NegativeSamplingLoss",
     "OneCycleSchedule",
-    "StepSchedule",
     "ProgressCallback",
     "Recorder",
     "SaveCheckpoint",
+    "StepSchedule",
     "TensorBoardCallback",
     "TerminateOnNaN",
     "TopKAccuracy",
-    "TrainConfig",
     "TrainingDiverged",
+    "bf16_is_fast",
+    "cleanup_distributed",
+    "convert_sync_batchnorm",
     "create_optimizer",
     "dist_info",
     "evaluate",
@@ -79,9 +95,9 @@ __all__ = [
     "init_distributed",
     "lr_find",
     "one_cycle",
-    "step_lr",
     "param_groups",
-    "run_training",
+    "read_checkpoint_meta",
     "set_rng_state",
+    "step_lr",
     "suggest_lr",
 ]

@@ -1,7 +1,9 @@
 """The callback protocol of the :class:`~reslab.training.Learner` and its control-flow exceptions.
 
-A callback subclasses :class:`Callback` and defines methods named after events; the Learner
-calls them in ``order`` (lower first). Events, in the order they fire::
+A callback subclasses :class:`Callback` and overrides methods named after events (every event
+is declared, as a no-op, on the base class); the Learner calls them in ``order`` (lower
+first). ``attach`` fires once, when the callback is added to a Learner; ``cleanup_fit`` fires
+after every ``fit``, also one that failed. Training events, in the order they fire::
 
     before_fit
       before_epoch
@@ -16,6 +18,11 @@ calls them in ``order`` (lower first). Events, in the order they fire::
 ``compute_loss`` is an override point: a callback that returns ``True`` from it has set
 ``learn.pred`` and ``learn.loss`` itself, and the default ``model(x)`` + ``loss_func`` is
 skipped. State that must survive a resume goes through ``state_dict()`` / ``load_state_dict()``.
+
+An exception raised inside a callback reaches the caller with its type unchanged and its message
+prefixed by the callback and the event (``callback EarlyStopping failed in after_epoch: …``,
+also kept as its ``reslab_callback``/``reslab_event`` attributes); the control-flow exceptions
+below, and :class:`TrainingDiverged`, pass through untouched.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from typing import Any
 
 __all__ = [
     "EVENTS",
+    "LIFECYCLE_EVENTS",
     "Callback",
     "CancelBatchException",
     "CancelEpochException",
@@ -48,6 +56,7 @@ EVENTS = (
     "after_epoch",
     "after_fit",
 )
+LIFECYCLE_EVENTS = ("attach", "cleanup_fit")
 
 
 class CancelFitException(Exception):
@@ -70,6 +79,26 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint was left untouched."""
 
 
+def name_callback_in(err: BaseException, callback: str, event: str) -> None:
+    """Prefix ``err``'s message with the callback and event it was raised in (once)."""
+    if getattr(err, "reslab_callback", None) is not None:
+        return  # raised by a nested dispatch: it already names the innermost callback
+    text = str(err.args[0]) if len(err.args) == 1 else (str(err) if err.args else "")
+    where = f"callback {callback} failed in {event}"
+    err.args = (f"{where}: {text}" if text else f"{where}: {type(err).__name__}",)
+    err.reslab_callback, err.reslab_event = callback, event
+
+
+# Raised by callbacks on purpose; they pass through the Learner's event dispatch unchanged.
+PASS_THROUGH = (
+    CancelFitException,
+    CancelEpochException,
+    CancelBatchException,
+    CancelStepException,
+    TrainingDiverged,
+)
+
+
 class Callback:
     """Base class: override any event method; ``order`` sorts callbacks (lower runs first).
 
@@ -83,6 +112,33 @@ class Callback:
     def name(self) -> str:
         return type(self).__name__
 
+    # ---------------------------------------------------------------- events (no-ops here)
+    def attach(self) -> None:
+        """Added to a Learner (``self.learn`` is set): install hooks such as autocast."""
+
+    def before_fit(self) -> None: ...
+    def before_epoch(self) -> None: ...
+    def before_train(self) -> None: ...
+    def before_batch(self) -> None: ...
+
+    def compute_loss(self) -> bool | None:
+        """Return True after setting ``learn.pred`` and ``learn.loss`` to replace the default."""
+        return None
+
+    def after_loss(self) -> None: ...
+    def before_step(self) -> None: ...
+    def after_step(self) -> None: ...
+    def after_batch(self) -> None: ...
+    def after_train(self) -> None: ...
+    def before_validate(self) -> None: ...
+    def after_validate(self) -> None: ...
+    def after_epoch(self) -> None: ...
+    def after_fit(self) -> None: ...
+
+    def cleanup_fit(self) -> None:
+        """After every fit, even one that raised: close files and bars, undo temporary swaps."""
+
+    # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
         """State to store in a checkpoint (tensors, numbers, strings, lists, dicts)."""
         return {}

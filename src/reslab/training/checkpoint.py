@@ -23,12 +23,23 @@ from typing import Any
 import numpy as np
 import torch
 
+from reslab.files import atomic_write
+from reslab.models import ResNet
 from reslab.training.callback import Callback, TrainingDiverged
+from reslab.weights import (
+    WeightsError,
+    read_checkpoint_config,
+    read_state_dict,
+    save_checkpoint,
+    write_safetensors,
+)
+from reslab.weights.files import read_safetensors_metadata
 
 __all__ = [
     "CHECKPOINT_NAME",
     "SaveCheckpoint",
     "get_rng_state",
+    "read_checkpoint_meta",
     "resume_learner",
     "save_learner",
     "set_rng_state",
@@ -100,8 +111,6 @@ def save_learner(
     ``position`` is ``(epoch, batch)`` where training resumes (default: the next epoch).
     Every process must call this under torchrun (RNG states are gathered); rank 0 writes.
     """
-    from reslab.weights.io import atomic_write
-
     path = Path(path)
     if not all(bool(torch.isfinite(p).all()) for p in learn.model.parameters()):
         raise TrainingDiverged(
@@ -138,26 +147,15 @@ def save_learner(
 
 
 def _write_model(model: torch.nn.Module, path: Path, meta: dict[str, Any]) -> None:
-    if getattr(model, "build_config", None) is not None:
-        from reslab.weights import save_checkpoint
-
+    if isinstance(model, ResNet):
         save_checkpoint(path, model, **meta)
         return
     # Any other nn.Module: plain safetensors with the training metadata in the header.
-    from safetensors.torch import save_file
-
-    from reslab.weights.io import atomic_write
-
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    header = {STATE_KEY: json.dumps(meta)}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+    write_safetensors(path, model.state_dict(), {STATE_KEY: json.dumps(meta)})
 
 
 def read_checkpoint_meta(path: Path) -> dict[str, Any]:
     """The training metadata (position, class names, state file, caller's extras)."""
-    from reslab.weights import read_checkpoint_config
-    from reslab.weights.io import read_safetensors_metadata
-
     header = read_safetensors_metadata(path)
     if STATE_KEY in header:
         return json.loads(header[STATE_KEY])
@@ -166,8 +164,6 @@ def read_checkpoint_meta(path: Path) -> dict[str, Any]:
 
 def resume_learner(learn, path: Path) -> dict[str, Any]:
     """Load everything :func:`save_learner` wrote; return the checkpoint's metadata."""
-    from reslab.weights.io import WeightsError, read_state_dict
-
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
@@ -186,7 +182,7 @@ def resume_learner(learn, path: Path) -> dict[str, Any]:
         raise WeightsError(f"{state_path}: unreadable training state ({err})") from None
     learn.model.load_state_dict(read_state_dict(path))
     if state["opt"] is not None:
-        learn._ensure_opt()
+        learn.ensure_opt()
         learn.opt.load_state_dict(state["opt"])
     by_name: dict[str, Any] = state["callbacks"]
     seen: dict[str, int] = {}
@@ -196,7 +192,7 @@ def resume_learner(learn, path: Path) -> dict[str, Any]:
         if key in by_name:
             cb.load_state_dict(by_name[key])
     rngs = state["rng"]
-    learn._resume_rng = rngs[learn.rank] if learn.rank < len(rngs) else rngs[0]
+    learn.resume_rng = rngs[learn.rank] if learn.rank < len(rngs) else rngs[0]
     learn.start_epoch, learn.start_iter = int(meta["epoch"]), int(meta["batch"])
     learn.epoch, learn.step = learn.start_epoch, int(meta["step"])
     if meta.get("class_names") and not learn.class_names:

@@ -13,14 +13,23 @@ import torch
 from torch import Tensor, nn
 
 from reslab.training.callback import (
+    PASS_THROUGH,
     Callback,
     CancelBatchException,
     CancelEpochException,
     CancelFitException,
     CancelStepException,
+    name_callback_in,
 )
+from reslab.training.checkpoint import resume_learner, save_learner, set_rng_state
+from reslab.training.distributed import DistributedCallback, all_reduce_sum, dist_info
 from reslab.training.metrics import Metric, get_metric
-from reslab.training.optim import create_optimizer
+from reslab.training.optim import ParamGroupFn, create_optimizer
+from reslab.training.optim import param_groups as weight_decay_groups
+from reslab.training.progress import ProgressCallback
+from reslab.training.recorder import Recorder
+from reslab.training.schedule import OneCycleSchedule
+from reslab.training.stopping import TerminateOnNaN
 
 __all__ = ["Learner"]
 
@@ -37,6 +46,10 @@ class Learner:
         metrics: names (``"accuracy"``, ``"top5"``) or :class:`Metric` objects.
         opt: ``"sgd"`` (momentum, Nesterov) or ``"adamw"``; norms and biases get no weight decay.
         lr: learning rate when ``fit`` gets none.
+        param_groups: ``fn(model, wd) -> list of parameter groups`` for the optimizer; a
+            group's ``"lr_scale"`` multiplies every learning rate set on it (discriminative
+            LRs, see :func:`reslab.transfer.discriminative_param_groups`). Default:
+            :func:`~reslab.training.optim.param_groups` (no weight decay on norms and biases).
         wd: weight decay.
         momentum: SGD momentum (AdamW's beta1); one-cycle cycles it.
         cbs: extra callbacks.
@@ -45,6 +58,10 @@ class Learner:
         valid_loss_func: validation loss (default: plain cross-entropy when ``loss_func`` is
             a ``CrossEntropyLoss`` — so label smoothing does not inflate it — else ``loss_func``).
         progress: tqdm bars for epochs and batches (main process only).
+
+    The Learner always has a :class:`Recorder` (``learn.recorder``) and a
+    :class:`TerminateOnNaN`; it computes ``learn.batch_loss`` (the batch loss, averaged over
+    processes) itself, before ``after_loss``.
     """
 
     def __init__(
@@ -59,15 +76,13 @@ class Learner:
         lr: float = 0.1,
         wd: float = 5e-4,
         momentum: float = 0.9,
+        param_groups: ParamGroupFn | None = None,
         cbs: Sequence[Callback] = (),
         device: str | torch.device | None = None,
         class_names: Sequence[str] | None = None,
         valid_loss_func: Callable[[Tensor, Tensor], Tensor] | None = None,
         progress: bool = True,
     ) -> None:
-        from reslab.training.distributed import dist_info
-        from reslab.training.loggers import ProgressCallback, Recorder, TerminateOnNaN
-
         self.device = torch.device(device) if device else _module_device(model)
         self.model = model.to(self.device)
         self.forward_model: nn.Module = self.model  # a DDP wrapper replaces this under torchrun
@@ -79,8 +94,9 @@ class Learner:
         self.valid_loss_func = valid_loss_func
         self.metrics = [get_metric(m) if isinstance(m, str) else m for m in metrics]
         self.opt_name, self.lr, self.wd, self.momentum = opt, lr, wd, momentum
+        self.param_groups: ParamGroupFn = param_groups or weight_decay_groups
         self.opt: torch.optim.Optimizer | None = None
-        self._opt_params: list[int] = []
+        self._opt_key: tuple = ()
         self.class_names = list(class_names) if class_names else None
         self.rank, self.world_size = dist_info()
         self.is_main = self.rank == 0
@@ -95,15 +111,16 @@ class Learner:
         self.training = False
         self.grads_pending = False
         self.xb = self.yb = self.pred = self.loss = self.loss_grad = None
+        self.batch_loss: Tensor | None = None
         self.valid_results: dict[str, float] = {}
-        self._resume_rng: dict | None = None
+        self.resume_rng: dict | None = None
+        self.last_checkpoint: Path | None = None
         self.cbs: list[Callback] = []
-        defaults = [TerminateOnNaN(), Recorder()]
+        self.recorder = Recorder()
+        defaults: list[Callback] = [TerminateOnNaN(), self.recorder]
         if progress:
             defaults.append(ProgressCallback())
         if self.world_size > 1:
-            from reslab.training.distributed import DistributedCallback
-
             defaults.append(DistributedCallback())
         self.add_cbs([*defaults, *cbs])
 
@@ -112,8 +129,7 @@ class Learner:
         for cb in cbs:
             cb.learn = self
             self.cbs.append(cb)
-            if hasattr(cb, "attach"):
-                cb.attach()
+            self._run(cb, "attach")
             attr = _snake(cb.name)
             if not hasattr(self, attr) or isinstance(getattr(self, attr), Callback):
                 setattr(self, attr, cb)
@@ -132,31 +148,50 @@ class Learner:
         """Fire ``event`` on every callback; True when one returned True (``compute_loss``)."""
         handled = False
         for cb in list(self.cbs):
-            method = getattr(cb, event, None)
-            if method is not None and method() is True:
+            if self._run(cb, event) is True:
                 handled = True
         return handled
 
+    @staticmethod
+    def _run(cb: Callback, event: str) -> Any:
+        try:
+            return getattr(cb, event)()
+        except PASS_THROUGH:
+            raise
+        except Exception as err:
+            name_callback_in(err, cb.name, event)
+            raise
+
     # ------------------------------------------------------------------ optimizer
+    def _opt_state_key(self) -> tuple:
+        trainable = tuple(id(p) for p in self.model.parameters() if p.requires_grad)
+        return trainable, self.param_groups
+
     def create_opt(self) -> torch.optim.Optimizer:
         """(Re)build the optimizer over the parameters that currently require grad."""
+        groups = self.param_groups(self.model, self.wd)
         self.opt = create_optimizer(
-            self.model, self.opt_name, lr=self.lr, wd=self.wd, momentum=self.momentum
+            groups, self.opt_name, lr=self.lr, wd=self.wd, momentum=self.momentum
         )
-        self._opt_params = [id(p) for p in self.model.parameters() if p.requires_grad]
+        self.set_hyper("lr", self.lr)
+        self._opt_key = self._opt_state_key()
         return self.opt
 
-    def _ensure_opt(self) -> None:
-        # Rebuilt when parameters were frozen/unfrozen since it was made (fine-tuning).
-        trainable = [id(p) for p in self.model.parameters() if p.requires_grad]
-        if self.opt is None or trainable != self._opt_params:
+    def ensure_opt(self) -> torch.optim.Optimizer:
+        """The optimizer, rebuilt when parameters were frozen or unfrozen, or the parameter
+        groups replaced, since it was made (fine-tuning)."""
+        if self.opt is None or self._opt_key != self._opt_state_key():
             self.create_opt()
+        return self.opt
 
     def set_hyper(self, name: str, value: float) -> None:
-        """Set ``lr`` or ``momentum`` (AdamW: beta1) on every parameter group."""
+        """Set ``lr`` (times each group's ``lr_scale``) or ``momentum`` (AdamW: beta1) on every
+        parameter group."""
         for group in self.opt.param_groups:
             if name == "momentum" and "betas" in group:
                 group["betas"] = (value, group["betas"][1])
+            elif name == "lr":
+                group["lr"] = value * group.get("lr_scale", 1.0)
             else:
                 group[name] = value
 
@@ -165,9 +200,9 @@ class Learner:
         """Train ``n_epoch`` epochs at a constant learning rate."""
         if lr is not None:
             self.lr = lr
-        self._ensure_opt()
+        self.ensure_opt()
         self.set_hyper("lr", self.lr)
-        self._fit(n_epoch, cbs)
+        self.run_fit(n_epoch, cbs)
 
     def fit_one_cycle(
         self,
@@ -183,17 +218,17 @@ class Learner:
         """Train with the one-cycle policy: LR warms up from ``max_lr/div`` to ``max_lr`` over
         ``pct_start`` of training, then anneals (cosine) to ``max_lr/(div*div_final)``;
         momentum moves inversely between ``moms[0]`` and ``moms[1]``."""
-        from reslab.training.schedule import OneCycleSchedule
-
         if max_lr is not None:
             self.lr = max_lr
-        self._ensure_opt()
+        self.ensure_opt()
         sched = OneCycleSchedule(
             self.lr, div=div, div_final=div_final, pct_start=pct_start, moms=moms
         )
-        self._fit(n_epoch, [sched, *cbs])
+        self.run_fit(n_epoch, [sched, *cbs])
 
-    def _fit(self, n_epoch: int, cbs: Sequence[Callback]) -> None:
+    def run_fit(self, n_epoch: int, cbs: Sequence[Callback] = ()) -> None:
+        """The training loop itself, with ``cbs`` added for this fit only; the LR is whatever
+        the optimizer and the callbacks set (``fit``/``fit_one_cycle`` set it up)."""
         self.n_epoch = n_epoch
         self.n_iter = len(self.train_dl)
         self.add_cbs(cbs)
@@ -215,8 +250,7 @@ class Learner:
             self("after_fit")
         finally:
             for cb in self.cbs:
-                if hasattr(cb, "cleanup_fit"):
-                    cb.cleanup_fit()
+                self._run(cb, "cleanup_fit")
             self.remove_cbs(cbs)
             self.start_epoch = self.start_iter = 0
             self.training = False
@@ -237,11 +271,9 @@ class Learner:
         start = self.start_iter if self.epoch == self.start_epoch else 0
         self("before_train")
         batches = self._batches(self.train_dl, start)
-        if self._resume_rng is not None:
-            from reslab.training.checkpoint import set_rng_state
-
-            set_rng_state(self._resume_rng)  # exactly where the interrupted run stood
-            self._resume_rng = None
+        if self.resume_rng is not None:
+            set_rng_state(self.resume_rng)  # exactly where the interrupted run stood
+            self.resume_rng = None
         for i, (xb, yb) in enumerate(batches, start):
             self.iter = i
             self.train_iter = self.epoch * self.n_iter + i
@@ -264,6 +296,7 @@ class Learner:
                     self.pred = self.forward_model(self.xb)
                     self.loss = self.loss_func(self.pred, self.yb)
             self.loss_grad = self.loss
+            self.batch_loss = self._mean_over_processes(self.loss)
             self("after_loss")
             self.loss_grad.backward()
             self.grads_pending = True
@@ -280,6 +313,12 @@ class Learner:
             pass
         self("after_batch")
 
+    def _mean_over_processes(self, loss: Tensor) -> Tensor:
+        loss = loss.detach().float()
+        if self.world_size > 1:
+            loss = all_reduce_sum(loss.clone()) / self.world_size
+        return loss
+
     def _validate_epoch(self) -> None:
         if self.valid_dl is None:
             return
@@ -290,8 +329,6 @@ class Learner:
     # ------------------------------------------------------------------ inference
     def validate(self, dl: Iterable | None = None) -> dict[str, float]:
         """Loss and metrics over ``dl`` (default: the validation loader), all processes pooled."""
-        from reslab.training.distributed import all_reduce_sum
-
         dl = self.valid_dl if dl is None else dl
         was_training = self.model.training
         self.model.eval()
@@ -333,8 +370,6 @@ class Learner:
         With ``with_state`` the optimizer/scaler/EMA/RNG/callback states go into a second
         file beside it, so :meth:`resume` continues exactly from here.
         """
-        from reslab.training.checkpoint import save_learner
-
         return save_learner(self, Path(path), with_state=with_state, **extra)
 
     def resume(self, path: str | Path) -> Learner:
@@ -342,8 +377,6 @@ class Learner:
         weights, optimizer, scaler, EMA, callback and RNG states, and the epoch/batch
         position. The next ``fit``/``fit_one_cycle`` call (with the same arguments) continues
         where the checkpoint left off."""
-        from reslab.training.checkpoint import resume_learner
-
         resume_learner(self, Path(path))
         return self
 

@@ -8,8 +8,15 @@ import math
 from dataclasses import dataclass
 
 from reslab.training.callback import Callback, CancelEpochException, CancelFitException
+from reslab.training.checkpoint import SaveCheckpoint, get_rng_state, set_rng_state
+from reslab.training.ema import EMA
+from reslab.training.loggers import CSVLogger, TensorBoardCallback
+from reslab.training.stopping import TerminateOnNaN
 
 __all__ = ["LRFinder", "LRFindResult", "lr_find", "suggest_lr"]
+
+# Loggers, checkpoints and averages must not see the sweep.
+SWEEP_HIDDEN = (SaveCheckpoint, EMA, CSVLogger, TensorBoardCallback)
 
 
 @dataclass
@@ -66,7 +73,7 @@ class LRFinder(Callback):
 
     def after_batch(self) -> None:
         learn = self.learn
-        if not learn.training or getattr(learn, "batch_loss", None) is None:
+        if not learn.training or learn.batch_loss is None:
             return
         loss = float(learn.batch_loss)
         self._i += 1
@@ -85,33 +92,28 @@ class LRFinder(Callback):
 
 def lr_find(learn, start_lr=1e-7, end_lr=10.0, num_it=100) -> LRFindResult:
     """Run the sweep on ``learn`` and put model, optimizer and callbacks back as they were."""
-    from reslab.training.checkpoint import get_rng_state, set_rng_state
-    from reslab.training.loggers import CSVLogger
-
-    learn._ensure_opt()
+    learn.ensure_opt()
     model_state = copy.deepcopy(learn.model.state_dict())
     opt_state = copy.deepcopy(learn.opt.state_dict())
     rng = get_rng_state()
     # Only the sweep runs: loggers, checkpoints and averages must not see it.
-    hidden = [
-        cb
-        for cb in learn.cbs
-        if type(cb).__name__ in ("SaveCheckpoint", "EMA") or isinstance(cb, CSVLogger)
-    ]
+    hidden = [cb for cb in learn.cbs if isinstance(cb, SWEEP_HIDDEN)]
     recorder_state = learn.recorder.state_dict()
     learn.remove_cbs(hidden)
-    nan_check = learn.terminate_on_nan
-    nan_check.enabled = False
+    nan_checks = [cb for cb in learn.cbs if isinstance(cb, TerminateOnNaN)]
+    for cb in nan_checks:
+        cb.enabled = False
     finder = LRFinder(start_lr, end_lr, num_it)
     n_epoch = max(1, math.ceil(num_it / max(1, len(learn.train_dl))))
     try:
-        learn._fit(n_epoch, [finder])
+        learn.run_fit(n_epoch, [finder])
     finally:
         learn.model.load_state_dict(model_state)
         learn.opt.load_state_dict(opt_state)
         learn.recorder.load_state_dict(recorder_state)
         learn.add_cbs(hidden)
-        nan_check.enabled = True
+        for cb in nan_checks:
+            cb.enabled = True
         learn.step = learn.epoch = learn.train_iter = 0
         set_rng_state(rng)
     if not finder.lrs:

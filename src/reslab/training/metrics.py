@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from reslab.training.distributed import all_reduce_sum
+
 __all__ = ["Accuracy", "EvalResult", "Metric", "TopKAccuracy", "evaluate", "get_metric"]
 
 
@@ -33,8 +35,6 @@ class Metric:
         self.count += len(target)
 
     def all_reduce(self) -> None:
-        from reslab.training.distributed import all_reduce_sum
-
         self.total, self.count = all_reduce_sum(torch.stack([self.total, self.count])).unbind()
 
     def compute(self) -> float:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import torch
 from torch import nn
 
-__all__ = ["create_optimizer", "param_groups"]
+__all__ = ["ParamGroupFn", "create_optimizer", "param_groups"]
+
+# ``fn(model, weight_decay) -> parameter groups``: how a Learner splits a model for its optimizer.
+ParamGroupFn = Callable[[nn.Module, float], list[dict]]
 
 
 def param_groups(model: nn.Module, wd: float) -> list[dict]:
@@ -34,7 +39,7 @@ def param_groups(model: nn.Module, wd: float) -> list[dict]:
 
 
 def create_optimizer(
-    model: nn.Module,
+    params: nn.Module | Iterable[dict],
     name: str = "sgd",
     *,
     lr: float = 0.1,
@@ -44,9 +49,13 @@ def create_optimizer(
     betas2: float = 0.999,
     eps: float = 1e-8,
 ) -> torch.optim.Optimizer:
-    """``"sgd"`` (Nesterov momentum) or ``"adamw"`` (decoupled weight decay) over
-    :func:`param_groups`; ``momentum`` is AdamW's beta1."""
-    groups = param_groups(model, wd)
+    """``"sgd"`` (Nesterov momentum when ``momentum > 0``) or ``"adamw"`` (decoupled weight
+    decay); ``momentum`` is AdamW's beta1.
+
+    Args:
+        params: a model (split by :func:`param_groups`) or parameter groups already made.
+    """
+    groups = param_groups(params, wd) if isinstance(params, nn.Module) else list(params)
     name = name.lower()
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)

@@ -8,7 +8,15 @@ from typing import Any
 
 from torch import Tensor
 
-__all__ = ["plot_confusion", "plot_history", "plot_lr_find", "plot_lr_schedule"]
+from reslab.files import atomic_write
+
+__all__ = [
+    "format_confusion",
+    "plot_confusion",
+    "plot_history",
+    "plot_lr_find",
+    "plot_lr_schedule",
+]
 
 
 def _plt():
@@ -21,8 +29,6 @@ def _plt():
 
 
 def _save(fig, out: str | Path) -> Path:
-    from reslab.weights.io import atomic_write
-
     out = Path(out)
     atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
     _plt().close(fig)
@@ -125,3 +131,16 @@ def plot_confusion(
     if title:
         ax.set_title(title)
     return _save(fig, out)
+
+
+def format_confusion(confusion, names: list[str]) -> str:
+    """A plain-text confusion matrix: rows true class, columns predicted class."""
+    k = confusion.shape[0]
+    width = max(5, len(str(int(confusion.max()))) + 1)
+    label_w = min(14, max(len(n) for n in names))
+    head = " " * (label_w + 1) + "".join(f"{n[: width - 1]:>{width}}" for n in names)
+    rows = [head]
+    for i in range(k):
+        cells = "".join(f"{int(v):>{width}}" for v in confusion[i])
+        rows.append(f"{names[i][:label_w]:<{label_w}} {cells}")
+    return "\n".join(rows)

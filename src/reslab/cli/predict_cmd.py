@@ -1,0 +1,51 @@
+"""``reslab predict``: classify image files (top-k class names and probabilities)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+from reslab.cli.argtypes import positive_int
+from reslab.inference import predict_files
+from reslab.weights import resolve_model
+
+__all__ = ["register"]
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = resolve_model(args.spec)
+    results = predict_files(model, args.images, topk=args.topk, batch_size=args.bs)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    for r in results:
+        if not r.ok:
+            print(f"reslab predict: error: {r.error}", file=sys.stderr)
+        elif not args.json:
+            print(r.file)
+            for _, name, p in r.classes:
+                print(f"  {100 * p:6.2f}%  {name}")
+    return 1 if any(not r.ok for r in results) else 0
+
+
+def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="classify image files (top-k class names and probabilities)",
+        description="Classify images with a model's own resize/crop and class names. A file "
+        "that cannot be read gets a one-line error; the others are still classified and the "
+        "exit code is 1.",
+    )
+    p.add_argument("spec", metavar="MODEL@TAG|CKPT|RUN_DIR")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--topk", type=positive_int, default=5, help="classes per image (default 5)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument(
+        "--bs", type=positive_int, default=16, help="images per forward pass (default 16)"
+    )
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    p.set_defaults(func=cmd_predict)

@@ -1,0 +1,41 @@
+"""Files: atomic writes, digests, the one cache folder, checked downloads, safe extraction.
+
+The bottom room: every other part of reslab writes, hashes, caches and downloads through it,
+and it imports nothing from reslab.
+"""
+
+from reslab.files.archive import extract_archive
+from reslab.files.atomic import (
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    fsync_dir,
+    is_temp_file,
+    sweep_temp_files,
+)
+from reslab.files.cache import CACHE_ENV, cache_dir
+from reslab.files.digest import file_digest, file_sha256
+from reslab.files.download import DownloadError, download
+from reslab.files.jsonable import to_jsonable
+from reslab.files.lock import FolderBusy, FolderLock
+
+__all__ = [
+    "CACHE_ENV",
+    "DownloadError",
+    "FolderBusy",
+    "FolderLock",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "cache_dir",
+    "download",
+    "extract_archive",
+    "file_digest",
+    "file_sha256",
+    "fsync_dir",
+    "is_temp_file",
+    "sweep_temp_files",
+    "to_jsonable",
+]

@@ -1,0 +1,127 @@
+"""The skeleton every recipe shares: threads, processes, device, seed, one writer per run
+folder, atomic outputs and the clock.
+
+``with open_run(out, seed=…, device=…) as run:`` sets the process up the same way for
+``reslab train``, ``reslab finetune`` and the experiments, and gives them one place to write
+files: only the main process writes, every file atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from reslab.files import FolderLock, atomic_write_json, atomic_write_text, sweep_temp_files
+from reslab.training import DistContext, init_distributed
+
+__all__ = ["Run", "open_run", "seed_everything", "set_kernel_policy"]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_kernel_policy(deterministic: bool, device: torch.device) -> None:
+    """cuDNN autotuning (fixed input sizes: pick the fastest kernels) unless reproducibility
+    was asked for; then deterministic kernels only (CPU kernels are deterministic already)."""
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@dataclass
+class Run:
+    """One run of a recipe: its folder, its processes and device, and its clock.
+
+    Attributes:
+        out: the run folder (None: a run that writes nothing).
+        dist: rank, world size and device (``torchrun`` or a single process).
+        started: ``time.perf_counter()`` when the run opened.
+    """
+
+    out: Path | None
+    dist: DistContext
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def device(self) -> torch.device:
+        return self.dist.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist.is_main
+
+    def seconds(self) -> float:
+        """Wall-clock seconds since the run opened."""
+        return time.perf_counter() - self.started
+
+    def path(self, name: str) -> Path:
+        if self.out is None:
+            raise ValueError("this run has no output folder")
+        return self.out / name
+
+    def write_json(self, name: str, value: Any) -> Path | None:
+        """Write ``value`` as ``out/name`` (main process only, atomically)."""
+        return atomic_write_json(self.path(name), value) if self.writes else None
+
+    def write_text(self, name: str, text: str) -> Path | None:
+        return atomic_write_text(self.path(name), text) if self.writes else None
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes the run's files."""
+        return self.out is not None and self.is_main
+
+
+@contextlib.contextmanager
+def open_run(
+    out: str | Path | None,
+    *,
+    seed: int = 0,
+    device: str | None = None,
+    threads: int | None = None,
+    deterministic: bool = False,
+) -> Iterator[Run]:
+    """Set the process up for a run and hold its folder's single-writer lock.
+
+    Args:
+        out: the run folder (created); None for a run that writes no files.
+        seed: seeds every generator.
+        device: ``cpu`` or ``cuda`` (default: CUDA when available; under torchrun, one per
+            process).
+        threads: torch CPU threads.
+        deterministic: deterministic CUDA kernels instead of autotuned ones.
+
+    Temporary files a killed writer left in the folder are removed once the lock is held.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    dist = init_distributed(device)
+    lock = None
+    folder = Path(out) if out is not None else None
+    if folder is not None and dist.is_main:
+        lock = FolderLock(folder)
+        sweep_temp_files(folder)
+    try:
+        seed_everything(seed)
+        set_kernel_policy(deterministic, dist.device)
+        yield Run(folder, dist)
+    finally:
+        if lock is not None:
+            lock.release()

@@ -1,0 +1,163 @@
+"""The options of ``reslab train``: one dataclass drives the Python API, the command line
+(flags, help, validation) and the config stored with every run."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from reslab.recipes.options import check_options, option
+
+__all__ = ["DEFAULT_LR", "TrainConfig"]
+
+# Peak learning rate when --lr is not given, per optimizer: tuned with one-cycle at batch 256
+# on Fashion-MNIST and CIFAR-10 (BENCHMARKS.md, training on the CPU).
+DEFAULT_LR = {"sgd": 0.4, "adamw": 3e-3}
+SCHEDULES = ("one-cycle", "constant", "step")
+
+
+@dataclass
+class TrainConfig:
+    """Options of one training run (the ``reslab train`` flags)."""
+
+    data: str = option(
+        None, "fashion-mnist, cifar10, or a folder with train/ and val/ class folders"
+    )
+    out: str = option(None, "run folder to write")
+    model: str = option("resnet20", "registered model name (see `reslab list`)")
+    data_dir: str | None = option(
+        None, "where to look for data first (then $RESLAB_DATA, the cache)", metavar="DIR"
+    )
+    classes: list[str] | None = option(
+        None, "train on these classes only, e.g. airplane,bird", "names", metavar="LIST"
+    )
+    valid_pct: float = option(
+        0.0, "hold out this fraction of train for validation (0: validate on test)", "fraction"
+    )
+    train_limit: int | None = option(
+        None, "train on a fixed random subset of this many images", "positive_int", metavar="N"
+    )
+    epochs: int = option(5, "training epochs", "positive_int")
+    bs: int = option(256, "batch size per process", "positive_int")
+    lr: float | None = option(
+        None,
+        "(peak) learning rate",
+        "positive_float",
+        default_text=f"{DEFAULT_LR['sgd']} for sgd, {DEFAULT_LR['adamw']} for adamw",
+    )
+    opt: str = option(
+        "sgd", "optimizer: SGD with Nesterov momentum, or AdamW", choices=("sgd", "adamw")
+    )
+    wd: float = option(5e-4, "weight decay (not on norms and biases)", "non_negative_float")
+    momentum: float = option(0.9, "SGD momentum (AdamW's beta1); one-cycle cycles it", "fraction")
+    schedule: str = option("one-cycle", "learning-rate schedule", choices=SCHEDULES)
+    pct_start: float = option(0.25, "one-cycle warm-up fraction", "fraction")
+    milestones: list[int] | None = option(
+        None, "epochs where --schedule step divides the LR by 10 (the paper: 82,123)", "epochs"
+    )
+    label_smoothing: float = option(0.1, "label smoothing of the cross-entropy", "fraction")
+    ema: float | None = option(
+        None, "keep an EMA of the weights with this decay, e.g. 0.999", "fraction", metavar="DECAY"
+    )
+    accum: int = option(1, "gradient accumulation: batches per optimizer step", "positive_int")
+    clip: float | None = option(None, "clip the gradient norm to this value", "positive_float")
+    amp: bool | None = option(
+        None,
+        "mixed precision",
+        "flag",
+        flags=("--amp", "--no-amp"),
+        default_text="on where bf16 is native: CUDA, AMX/avx512-bf16 CPUs",
+    )
+    amp_dtype: str = option(
+        "bf16", "mixed-precision type (fp16 adds a GradScaler)", choices=("bf16", "fp16")
+    )
+    channels_last: bool = option(
+        True,
+        "NHWC memory format (faster convolutions)",
+        "flag",
+        flags=("--channels-last", "--no-channels-last"),
+    )
+    augment: bool = option(
+        True, "random crops and flips", "flag", flags=("--augment", "--no-augment")
+    )
+    width: float | None = option(None, "width multiplier of the model", "positive_float")
+    small_input: str = option(
+        "auto",
+        "3x3 stride-1 stem for small images (auto: on for in-memory data)",
+        choices=("auto", "on", "off"),
+    )
+    drop_path: float = option(0.0, "stochastic depth rate", "fraction")
+    init: str | None = option(
+        None,
+        "weight initialisation (dirac: every conv starts as an identity)",
+        choices=("kaiming", "dirac"),
+    )
+    workers: int = option(2, "DataLoader workers for image folders", "count", runtime=True)
+    seed: int = option(0, "random seed (data order, augmentation, initialisation)", "count")
+    save_every: int | None = option(
+        None, "also checkpoint every STEPS batches mid-epoch", "positive_int", metavar="STEPS"
+    )
+    lr_find: bool = option(
+        False,
+        "run the LR finder first (lr_find.png); without --lr its suggestion is used",
+        "flag",
+        flags=("--lr-find",),
+    )
+    sync_bn: bool = option(
+        False, "SyncBatchNorm under torchrun (CUDA)", "flag", flags=("--sync-bn",)
+    )
+    scale_lr: bool = option(
+        False,
+        "multiply the LR by the number of processes (linear scaling rule)",
+        "flag",
+        flags=("--scale-lr",),
+    )
+    loss: str = option("ce", "cross-entropy or negative sampling", choices=("ce", "nce"))
+    negatives: int = option(0, "negatives per example for --loss nce", "count", metavar="K")
+    device: str | None = option(
+        None, "cpu or cuda", default_text="cuda when available", runtime=True
+    )
+    deterministic: bool = option(
+        False,
+        "deterministic CUDA kernels (bit-exact resume on GPU; slower)",
+        "flag",
+        flags=("--deterministic",),
+    )
+    threads: int | None = option(None, "torch CPU threads", "positive_int", runtime=True)
+    progress: bool = option(
+        True, "progress bars", "flag", flags=("--progress", "--no-progress"), runtime=True
+    )
+    tensorboard: bool = option(
+        False, "also log to RUN_DIR/tensorboard", "flag", flags=("--tensorboard",)
+    )
+    skip_bad_images: bool = option(
+        False,
+        "leave unreadable image files out (counted) instead of stopping",
+        "flag",
+        flags=("--skip-bad-images",),
+    )
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with the run
+
+    def __post_init__(self) -> None:
+        if self.data is None or self.out is None:
+            raise ValueError("--data and --out are required (or --resume RUN_DIR)")
+        check_options(self)
+        if self.schedule == "step" and not self.milestones:
+            raise ValueError("--schedule step needs --milestones, e.g. 82,123")
+        if self.loss == "nce" and self.negatives < 1:
+            raise ValueError("--loss nce needs --negatives K (K >= 1)")
+
+    @property
+    def peak_lr(self) -> float:
+        """``lr``, or the optimizer's default."""
+        return self.lr if self.lr is not None else DEFAULT_LR[self.opt]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """A config from stored JSON; keys this version does not know are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})

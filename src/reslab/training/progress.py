@@ -1,0 +1,91 @@
+"""tqdm bars for epochs and batches, and one summary line per epoch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reslab.training.callback import Callback
+
+__all__ = [
+    "ProgressCallback",
+]
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+class ProgressCallback(Callback):
+    """tqdm bars for epochs and batches (live loss and accuracy); one summary line per epoch.
+
+    Only the main process (rank 0) draws.
+    """
+
+    order = 60
+
+    def before_fit(self) -> None:
+        from tqdm.auto import tqdm
+
+        self._tqdm = tqdm
+        self.ebar = self.bbar = None
+        if self.learn.is_main:
+            self.ebar = tqdm(
+                total=self.learn.n_epoch,
+                initial=self.learn.start_epoch,
+                desc="epochs",
+                unit="ep",
+                dynamic_ncols=True,
+            )
+
+    def before_train(self) -> None:
+        learn = self.learn
+        self._smooth, self._correct, self._seen = None, 0, 0
+        if learn.is_main:
+            start = learn.start_iter if learn.epoch == learn.start_epoch else 0
+            self.bbar = self._tqdm(
+                total=learn.n_iter,
+                initial=start,
+                leave=False,
+                desc=f"epoch {learn.epoch + 1}",
+                dynamic_ncols=True,
+            )
+
+    def after_batch(self) -> None:
+        learn = self.learn
+        if not learn.training or self.bbar is None:
+            return
+        if learn.batch_loss is not None:
+            v = float(learn.batch_loss)
+            self._smooth = v if self._smooth is None else 0.9 * self._smooth + 0.1 * v
+        pred = learn.pred
+        if pred is not None and pred.ndim == 2 and pred.shape[0] == len(learn.yb):
+            self._correct += int((pred.argmax(-1) == learn.yb).sum())
+            self._seen += len(learn.yb)
+        post = {"loss": f"{self._smooth:.4f}"} if self._smooth is not None else {}
+        if self._seen:
+            post["acc"] = f"{self._correct / self._seen:.4f}"
+        self.bbar.set_postfix(post, refresh=False)
+        self.bbar.update(1)
+
+    def after_train(self) -> None:
+        if self.bbar is not None:
+            self.bbar.close()
+            self.bbar = None
+
+    def after_epoch(self) -> None:
+        if self.ebar is None:
+            return
+        self.ebar.update(1)
+        rec = getattr(self.learn, "recorder", None)
+        if rec is not None and rec.history:
+            row = rec.history[-1]
+            line = "  ".join(f"{k} {_fmt(v)}" for k, v in row.items() if k != "epoch")
+            self.ebar.write(f"epoch {row['epoch']}/{self.learn.n_epoch}  {line}")
+
+    def cleanup_fit(self) -> None:
+        for bar in (getattr(self, "bbar", None), getattr(self, "ebar", None)):
+            if bar is not None:
+                bar.close()
+        self.ebar = self.bbar = None
