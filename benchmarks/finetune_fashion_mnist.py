@@ -7,7 +7,8 @@ channels, embedded once by the frozen ImageNet backbone, and a new 10-class head
 images; test: ``--valid-limit`` images of the official test split. Reported per size: test
 accuracy, seconds to embed, seconds per head epoch, wall seconds of the whole run.
 
-(The seeds' reference point: 86 % after 3 epochs at 224 px with a frozen ResNet-34.)
+(Reference point from the example code this project started from: 86 % after 3 epochs at
+224 px with a frozen ResNet-34.)
 
 Hardware: printed (CPU model, threads, torch version). One run per size; times are single
 measurements on a shared machine (other heavy jobs excluded by the lock).

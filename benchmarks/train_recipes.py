@@ -5,7 +5,7 @@ epoch's training and test-set validation, the final test evaluation, all file wr
 the test accuracy after every epoch, for one named recipe. Each run is a fresh process.
 
 Hardware/versions: printed with the results (CPU model, torch threads, torch version); the
-numbers in benchmarks/results/training.md were taken on the 2-core Intel Xeon (Sapphire
+numbers in benchmarks/results/fmnist-*.md were taken on the 2-core Intel Xeon (Sapphire
 Rapids class, AMX/avx512-bf16) development VM with torch 2.14.1, other heavy jobs excluded
 by ``flock /tmp/reslab-heavy.lock``.
 
