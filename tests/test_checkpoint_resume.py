@@ -124,6 +124,8 @@ def _killed_then_resumed(data_dir: Path, out: Path, mode: str, at: int) -> None:
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert not (out / "model.safetensors").exists()  # it really died before finishing
+    if mode == "save":  # it died inside a write: the half-written temporary file is there
+        assert [p for p in out.iterdir() if p.name.endswith(".tmp")]
     proc = subprocess.run(
         [sys.executable, "-m", "reslab", "train", "--resume", str(out), "--no-progress"],
         env=_env(),
@@ -158,6 +160,8 @@ def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(data_dir, ref
     _killed_then_resumed(data_dir, tmp_path, "save", 4)
     _assert_same(_weights(tmp_path), _weights(ref_dir))
     assert len(list(tmp_path.glob("checkpoint.train_state-*.pt"))) == 1
+    # The torn write's temporary file was swept when the resumed run opened the folder.
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_learner_interrupted_and_resumed_in_process(data_dir, reference, tmp_path):

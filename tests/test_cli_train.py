@@ -209,13 +209,28 @@ def test_bad_input_is_one_line_exit_2(argv, message, data, capsys, tmp_path, mon
         ["--milestones", "123,82"],
         ["--milestones", "a,b"],
         ["--lr", "nan"],
+        ["--lr", "inf"],
+        ["--wd", "nan"],
+        ["--momentum", "inf"],
+        ["--clip", "-1"],
+        ["--data-dir", "/nonexistent-data-folder"],
     ],
 )
-def test_bad_numbers_are_argparse_errors(flag, capsys):
+def test_bad_numbers_and_folders_are_usage_errors(flag, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["train", "--data", "fashion-mnist", "--out", "x", *flag])
     assert exc.value.code == 2
-    assert "error:" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("reslab train: error: argument") and flag[0] in err[-1]
+
+
+def test_python_callers_get_the_same_checks():
+    from reslab.recipes import TrainConfig
+
+    with pytest.raises(ValueError, match="--wd: expected a number >= 0"):
+        TrainConfig(data="fashion-mnist", out="x", wd=float("nan"))
+    with pytest.raises(ValueError, match="--data-dir: expected an existing folder"):
+        TrainConfig(data="fashion-mnist", out="x", data_dir="/nonexistent-data-folder")
 
 
 def test_eval_refuses_mismatched_data(run, tmp_path, capsys):

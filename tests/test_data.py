@@ -164,7 +164,12 @@ def test_cifar_class_folder_layout_from_tarball(tmp_path, monkeypatch):
     assert not (tmp_path / "cache" / "reslab" / "extracted").exists()
     known = (cifar.JPEG_DIR, ("sha256", file_sha256(archive)))
     monkeypatch.setitem(cifar.ARCHIVES, "cifar10-jpg.tar.gz", known)
+    # Something of the user's in the cache under the archive's folder name is never replaced.
+    mine = tmp_path / "cache" / "reslab" / "cifar10-jpg" / "mine.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("mine")
     ds = load_dataset("cifar10", "test", data_dir=data, classes=["bird", "airplane"])
+    assert mine.read_text() == "mine"
     # Extracted into the cache, never beside the archive.
     assert not (data / "cifar10-jpg").exists()
     extracted = list((tmp_path / "cache" / "reslab" / "extracted").glob("cifar10-jpg-*"))

@@ -191,11 +191,14 @@ def test_cli_unknown_format_is_one_line_exit_2(ckpt):
         (["missing/model.safetensors", "--format", "onnx"], "no such file"),
         (["resnet_nope", "--format", "torchscript"], "unknown model"),
         (["resnet20", "--format", "onnx", "--opset", "13"], "opset 13"),
+        (["resnet20", "--format", "onnx", "--out", "."], "is a folder; give a file name"),
+        (["resnet20", "--format", "onnx", "--out", "f/m.onnx"], "is a file, not a folder"),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "f").write_text("a file where a folder is expected")
     assert main(["export", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
-    assert not list(tmp_path.iterdir())  # nothing half-written
+    assert [p.name for p in tmp_path.iterdir()] == ["f"]  # nothing half-written

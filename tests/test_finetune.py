@@ -31,8 +31,10 @@ from reslab.transfer import (
 )
 
 
-def _model(**kw):
-    return randomize_bn(reslab.create_model("resnet20", num_classes=4, **kw))
+def _model(seed_offset=0, **kw):
+    torch.manual_seed(seed_offset)
+    model = reslab.create_model("resnet20", num_classes=4, **kw)
+    return randomize_bn(model, seed=seed_offset)
 
 
 def _data(n=32, channels=3, size=16, seed=0):
@@ -279,3 +281,37 @@ def test_cli_fine_tune_schedule_with_plain_sgd(tmp_path, capsys):
     assert len(metrics["epoch_seconds"]) == 2  # the frozen epoch, then the unfrozen one
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["momentum"] == 0.0 and config["opt"] == "sgd"
+
+
+def test_cached_features_follow_the_weights_they_came_from(tmp_path, capsys):
+    """Overwrite the source checkpoint with other weights: the feature files are recomputed,
+    not reused (the cache is keyed on the backbone's weights and the images)."""
+    from reslab.cli import main
+
+    src = tmp_path / "src.safetensors"
+    reslab.save_checkpoint(src, _model())
+    x, y = _data(24, size=16).images, torch.arange(24) % 2
+    data = tmp_path / "d"
+    for split in ("train", "val"):
+        for c, name in enumerate(("red", "blue")):
+            (data / split / name).mkdir(parents=True)
+            for i in torch.nonzero(y == c).flatten().tolist()[:6]:
+                image = Image.fromarray(x[i].permute(1, 2, 0).numpy())
+                image.save(data / split / name / f"{i}.png")
+    feats = tmp_path / "feats"
+
+    def run(out: str) -> tuple[dict, bytes]:
+        args = ["finetune", "--from", str(src), "--data", str(data), "--epochs", "1", "--bs", "4",
+                "--cache-features", str(feats), "--no-progress"]  # fmt: skip
+        args += ["--out", str(tmp_path / out)]
+        assert main(args) == 0, capsys.readouterr().err
+        metrics = json.loads((tmp_path / out / "metrics.json").read_text())
+        return metrics, (feats / "features-train.safetensors").read_bytes()
+
+    first, first_file = run("a")
+    again, again_file = run("b")
+    assert again_file == first_file and again["valid_loss"] == first["valid_loss"]
+    reslab.save_checkpoint(src, _model(seed_offset=1))  # other weights, same file name
+    changed, changed_file = run("c")
+    assert changed_file != first_file
+    assert changed["valid_loss"] != first["valid_loss"]

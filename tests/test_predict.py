@@ -96,6 +96,19 @@ def test_cli_bad_files_get_one_line_and_the_rest_still_print(ckpt, images, capsy
     assert "Traceback" not in err
 
 
+def test_a_decompression_bomb_is_one_unreadable_image(ckpt, images, tmp_path, capsys):
+    """A tiny PNG that would decode to 900 million pixels is refused like any bad file."""
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (30000, 30000)).save(bomb)
+    assert bomb.stat().st_size < 1_000_000
+    files = [str(images / "rgb.png"), str(bomb), str(images / "gray.png")]
+    code = main(["predict", str(ckpt), *files, "--topk", "1"])
+    out, err = capsys.readouterr()
+    assert code == 1 and out.count("%") == 2 and "rgb.png" in out and "gray.png" in out
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "bomb.png" in lines[0] and "too large" in lines[0]
+
+
 def test_cli_json(ckpt, images, capsys):
     assert main(["predict", str(ckpt), str(images / "rgb.png"), "--json", "--topk", "20"]) == 0
     (entry,) = json.loads(capsys.readouterr().out)

@@ -169,7 +169,7 @@ def test_tag_downloads_verifies_and_sets_imagenet_config(server, cache, monkeypa
     table = dict(tags.tag_table())
     real = table[("resnet18", "imagenet1k_v1")]
     table[("resnet18", "imagenet1k_v1")] = dataclasses.replace(
-        real, url=f"{base}/resnet18-{digest[:8]}.pth"
+        real, url=f"{base}/resnet18-{digest[:8]}.pth", sha256=None
     )
     monkeypatch.setattr(tags, "tag_table", lambda: table)
     model = reslab.create_model("resnet18", pretrained="IMAGENET1K_V1")
@@ -181,6 +181,14 @@ def test_tag_downloads_verifies_and_sets_imagenet_config(server, cache, monkeypa
     (root / "resnet18-00000000.pth").write_bytes(b"x")
     table[("resnet18", "imagenet1k_v1")] = dataclasses.replace(
         real, url=f"{base}/resnet18-00000000.pth"
+    )
+    with pytest.raises(WeightsError, match="sha256 mismatch"):
+        reslab.create_model("resnet18", pretrained="resnet18@IMAGENET1K_V1")
+    # Where the full digest is known it is checked, not just the file name's prefix: the real
+    # tag carries it, and a file that only shares the prefix is refused.
+    assert real.sha256 is not None and real.sha256.startswith("f37072fd")
+    table[("resnet18", "imagenet1k_v1")] = dataclasses.replace(
+        real, url=f"{base}/resnet18-{digest[:8]}.pth", sha256=digest[:8] + "0" * 56
     )
     with pytest.raises(WeightsError, match="sha256 mismatch"):
         reslab.create_model("resnet18", pretrained="resnet18@IMAGENET1K_V1")

@@ -6,7 +6,15 @@ from __future__ import annotations
 
 from reslab.cli.options import arg_type
 
-__all__ = ["count", "finite_float", "fraction", "names", "positive_float", "positive_int"]
+__all__ = [
+    "count",
+    "finite_float",
+    "folder",
+    "fraction",
+    "names",
+    "positive_float",
+    "positive_int",
+]
 
 positive_int = arg_type("positive_int")
 count = arg_type("count")
@@ -14,3 +22,4 @@ positive_float = arg_type("positive_float")
 finite_float = arg_type("number")
 fraction = arg_type("fraction")
 names = arg_type("names")
+folder = arg_type("folder")

@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from reslab.analysis import class_embedding_report
 from reslab.analysis.region_demos import check_channels, eval_batches
-from reslab.cli.argtypes import count, positive_int
+from reslab.cli.argtypes import count, folder, positive_int
 from reslab.weights import resolve_model
 
 __all__ = ["register"]
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
     )
     e.add_argument("model", help="checkpoint, MODEL@WEIGHTS or MODEL")
     e.add_argument("--data", help="fashion-mnist, cifar10 or an image folder (test/val split)")
-    e.add_argument("--data-dir", help="folder to look for data sets in first")
+    e.add_argument("--data-dir", type=folder, help="folder to look for data sets in first")
     e.add_argument("--limit", type=count, default=0, help="use at most this many images (0: all)")
     e.add_argument("--bs", type=positive_int, default=64, help="batch size (default 64)")
     e.set_defaults(func=cmd_embedding)

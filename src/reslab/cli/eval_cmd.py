@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 from reslab.cli import CliError
-from reslab.cli.argtypes import count, names, positive_int
+from reslab.cli.argtypes import count, folder, names, positive_int
 from reslab.data import load_dataset, make_loader
+from reslab.files import check_output_file
 from reslab.inference import class_names_of, restrict_class_index
 from reslab.training import evaluate
 from reslab.training.plots import format_confusion, plot_confusion
@@ -36,6 +37,8 @@ def _class_index(args: argparse.Namespace, model, dataset) -> list[int] | None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.out:
+        check_output_file(args.out)
     path = resolve_spec_path(args.spec)
     model = resolve_model(args.spec)
     ds = load_dataset(
@@ -79,7 +82,7 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
     p = sub.add_parser("eval", help="accuracy and confusion matrix of a model on a data set")
     p.add_argument("spec", metavar="CKPT|RUN_DIR|MODEL@WEIGHTS")
     p.add_argument("--data", required=True, help="fashion-mnist, cifar10 or a folder")
-    p.add_argument("--data-dir", metavar="DIR", help="where to look for the data first")
+    p.add_argument("--data-dir", type=folder, help="where to look for the data first")
     p.add_argument(
         "--split", default="test", choices=["test", "valid", "train"], help="(default: test)"
     )

@@ -10,6 +10,7 @@ import torch
 
 from reslab.cli import CliError
 from reslab.cli.argtypes import positive_int
+from reslab.files import check_output_file
 from reslab.inference.export import (
     EXPORT_FORMATS,
     export_onnx,
@@ -40,6 +41,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     fmt = args.format.lower()
     if fmt not in EXPORT_FORMATS:
         raise CliError(f"unknown format {args.format!r}; expected onnx or torchscript")
+    if args.out:
+        check_output_file(args.out)
     model = to_torch_layers(resolve_model(args.spec)).eval()
     shipped = fold_batchnorm(model) if args.fold_bn else model
     out = Path(args.out) if args.out else _default_out(args.spec, fmt)

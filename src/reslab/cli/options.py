@@ -26,6 +26,7 @@ METAVARS = {
     "names": "LIST",
     "epochs": "EPOCHS",
     "ints": "LIST",
+    "folder": "DIR",
 }
 
 

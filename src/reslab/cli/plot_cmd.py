@@ -8,7 +8,8 @@ from pathlib import Path
 
 from reslab.analysis.region_demos import linear_demo, model_regions, vgg_demo
 from reslab.cli import CliError
-from reslab.cli.argtypes import count, finite_float
+from reslab.cli.argtypes import count, finite_float, folder
+from reslab.files import check_output_dir, check_output_file
 from reslab.training.plots import plot_history, plot_lr_find, plot_lr_schedule
 
 __all__ = ["register"]
@@ -25,6 +26,8 @@ def _read_history(run: Path) -> dict:
 
 
 def cmd_plot_history(args: argparse.Namespace) -> int:
+    if args.out:
+        check_output_file(args.out)
     run = Path(args.run_dir)
     data = _read_history(run)
     out = plot_history(data["history"], args.out or run / "curves.png", title=run.name)
@@ -33,6 +36,8 @@ def cmd_plot_history(args: argparse.Namespace) -> int:
 
 
 def cmd_plot_lr(args: argparse.Namespace) -> int:
+    if args.out:
+        check_output_file(args.out)
     run = Path(args.run_dir)
     finder = run / "lr_find.json"
     if finder.is_file():
@@ -52,7 +57,7 @@ def cmd_plot_lr(args: argparse.Namespace) -> int:
 
 
 def cmd_decision_regions(args: argparse.Namespace) -> int:
-    out = Path(args.out)
+    out = check_output_dir(args.out)
     if args.resolution < 8:
         raise CliError("--resolution must be at least 8")
     if args.limit < 2:
@@ -97,7 +102,7 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
         "--data",
         help="fashion-mnist, cifar10 or an image folder (default for --head vgg: fashion-mnist)",
     )
-    p.add_argument("--data-dir", help="folder to look for data sets in first")
+    p.add_argument("--data-dir", type=folder, help="folder to look for data sets in first")
     p.add_argument(
         "--slices",
         choices=("axes", "examples"),

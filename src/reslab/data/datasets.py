@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -68,6 +70,13 @@ class TensorImageDataset(torch.utils.data.Dataset):
     def subset(self, indices: Sequence[int] | Tensor) -> TensorImageDataset:
         idx = torch.as_tensor(indices, dtype=torch.int64)
         return TensorImageDataset(self.images[idx], self.labels[idx], self.class_names, self.name)
+
+    def digest(self) -> str:
+        """A short digest of the pixels, labels and class names (keys caches built on them)."""
+        h = hashlib.sha256(json.dumps(self.class_names).encode())
+        h.update(self.images.contiguous().numpy().tobytes())
+        h.update(self.labels.numpy().tobytes())
+        return h.hexdigest()[:16]
 
     def stats(self) -> tuple[list[float], list[float]]:
         """Per-channel mean and std of the pixels scaled to 0–1 (for input normalisation)."""

@@ -120,6 +120,14 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             img = self.transform(img, g)
         return img, int(self.labels[index])
 
+    def digest(self) -> str:
+        """A short digest of the files (path, size, modification time), labels and class names."""
+        h = hashlib.sha256(json.dumps(self.class_names).encode())
+        for path, label in zip(self.paths, self.labels.tolist()):
+            st = path.stat()
+            h.update(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{label}".encode())
+        return h.hexdigest()[:16]
+
     def subset(self, indices: Sequence[int] | Tensor) -> ImageFolderDataset:
         """A view on some samples (same transform); labels and class names kept."""
         idx = torch.as_tensor(indices, dtype=torch.int64)

@@ -40,6 +40,9 @@ def load_image(path: str | Path, channels: int = 3) -> Tensor:
         raise ImageDecodeError(f"{path}: no such file") from None
     except UnidentifiedImageError:
         raise ImageDecodeError(f"{path}: not an image file") from None
+    except Image.DecompressionBombError as err:
+        # PIL's guard against images that would take gigabytes once decoded.
+        raise ImageDecodeError(f"{path}: image too large to decode safely ({err})") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageDecodeError(f"{path}: cannot decode image ({err})") from None
     array = np.asarray(img, dtype=np.uint8)

@@ -19,17 +19,21 @@ from reslab.files.digest import file_digest, file_sha256
 from reslab.files.download import DownloadError, download
 from reslab.files.jsonable import to_jsonable
 from reslab.files.lock import FolderBusy, FolderLock
+from reslab.files.paths import OutputPathError, check_output_dir, check_output_file
 
 __all__ = [
     "CACHE_ENV",
     "DownloadError",
     "FolderBusy",
     "FolderLock",
+    "OutputPathError",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
     "cache_dir",
+    "check_output_dir",
+    "check_output_file",
     "download",
     "extract_archive",
     "file_digest",

@@ -31,6 +31,7 @@ from reslab.transfer import (
     load_features,
     resize_and_repeat,
     save_features,
+    state_digest,
     trainable_summary,
 )
 from reslab.weights import resolve_model, save_checkpoint
@@ -69,7 +70,10 @@ def prepare_model(cfg: FinetuneConfig, train_ds, device: torch.device):
 
 def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     """Fine-tune as configured; write the run folder (when ``cfg.out``); return metrics."""
-    with open_run(cfg.out, seed=cfg.seed, device=cfg.device, threads=cfg.threads) as run:
+    existing = "overwrite" if cfg.overwrite else "refuse"
+    with open_run(
+        cfg.out, seed=cfg.seed, device=cfg.device, threads=cfg.threads, existing=existing
+    ) as run:
         train_ds, valid_ds = _datasets(cfg)
         model, transform, size = prepare_model(cfg, train_ds, run.device)
         if cfg.schedule != "fine-tune":
@@ -137,12 +141,15 @@ def _metrics(learn: Learner, run: Run, train_ds, valid_ds, size: int, extra: dic
     }
 
 
-def _feature_meta(cfg: FinetuneConfig, model: ResNet, split: str, n: int) -> dict[str, Any]:
-    """What a cached feature file was computed from; a file made otherwise is recomputed."""
+def _feature_meta(cfg: FinetuneConfig, model: ResNet, split: str, ds) -> dict[str, Any]:
+    """What a cached feature file was computed from — the backbone's weights, the images and
+    their transform; a file made from anything else is recomputed, never trusted."""
+    norm = model.config.normalize
     return {
-        "source": cfg.source, "data": str(cfg.data), "split": split, "n": n,
-        "size": model.config.data.input_size[-1], "flip": cfg.flip, "gray": cfg.gray,
-        "classes": cfg.classes, "seed": cfg.seed,
+        "weights": state_digest(model.backbone), "data": ds.digest(), "split": split,
+        "n": len(ds), "size": model.config.data.input_size[-1], "in_chans": model.in_chans,
+        "normalize": None if norm is None else norm.to_dict(), "flip": cfg.flip,
+        "gray": cfg.gray,
     }  # fmt: skip
 
 
@@ -153,7 +160,7 @@ def _cached_learner(
     t0 = time.perf_counter()
     sets = []
     for name, ds in zip(("train", "valid"), datasets):
-        meta = _feature_meta(cfg, model, name, len(ds))
+        meta = _feature_meta(cfg, model, name, ds)
         path = None
         if cfg.cache_features not in ("memory", "mem"):
             path = Path(cfg.cache_features) / f"features-{name}.safetensors"

@@ -28,6 +28,9 @@ class FinetuneConfig:
     out: str | None = option(
         None, "run folder to write (model.safetensors, metrics.json, history.json)"
     )
+    overwrite: bool = option(
+        False, "replace the run already in --out (its files only)", "flag", flags=("--overwrite",)
+    )
     freeze: str = option(
         "backbone", "what stays frozen: backbone, none, or stages:N (stem + first N stages)"
     )
@@ -81,7 +84,7 @@ class FinetuneConfig:
         None, "use a random subset of this many train images", "positive_int"
     )
     valid_limit: int | None = option(None, "… and of this many validation images", "positive_int")
-    data_dir: str | None = option(None, "where to look for data first", metavar="DIR")
+    data_dir: str | None = option(None, "where to look for data first", "folder", metavar="DIR")
     workers: int = option(2, "DataLoader workers for image folders", "count", runtime=True)
     seed: int = option(0, "random seed", "count")
     device: str | None = option(

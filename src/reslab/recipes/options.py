@@ -12,6 +12,7 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -79,6 +80,9 @@ KINDS: dict[str, Kind] = {
         "comma-separated positive integers like 20,56",
     ),
     "flag": Kind(bool, lambda v: isinstance(v, bool), "true or false"),
+    "folder": Kind(
+        str, lambda v: isinstance(v, str) and Path(v).expanduser().is_dir(), "an existing folder"
+    ),
 }
 
 

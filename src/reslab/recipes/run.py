@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,10 +21,66 @@ from typing import Any
 import numpy as np
 import torch
 
-from reslab.files import FolderLock, atomic_write_json, atomic_write_text, sweep_temp_files
+from reslab.files import (
+    FolderLock,
+    atomic_write_json,
+    atomic_write_text,
+    check_output_dir,
+    is_temp_file,
+    sweep_temp_files,
+)
 from reslab.training import DistContext, init_distributed
 
-__all__ = ["Run", "open_run", "seed_everything", "set_kernel_policy"]
+__all__ = [
+    "EXISTING",
+    "RUN_FILES",
+    "RunFolderError",
+    "Run",
+    "open_run",
+    "prepare_run_folder",
+    "seed_everything",
+    "set_kernel_policy",
+]
+
+# What to do with a run folder that already holds a run: refuse (a new run), continue it
+# (resume), or replace the previous run's files (overwrite).
+EXISTING = ("refuse", "resume", "overwrite")
+# The files (glob patterns) reslab runs write; --overwrite removes these and nothing else.
+RUN_FILES = (
+    "config.json", "metrics.json", "history.csv", "history.json", "curves.png",
+    "lr_find.json", "lr_find.png", "model.safetensors", "checkpoint.safetensors",
+    "checkpoint.train_state-*.pt", "confusion.png", "report.html", "top_losses.png",
+    "top_losses.json", "tensorboard",
+)  # fmt: skip
+IGNORED = (".lock",)
+
+
+class RunFolderError(ValueError):
+    """A run folder that cannot be used as asked (it holds a run, or no run to resume)."""
+
+
+def prepare_run_folder(folder: Path, existing: str) -> None:
+    """Apply the ``existing`` policy to ``folder`` (call it while holding its lock).
+
+    ``refuse``: the folder must be empty (a new run never mixes with an old one);
+    ``resume``: it must hold a checkpoint; ``overwrite``: the previous run's files are removed
+    (only reslab's own run files: anything else in the folder is left alone).
+    """
+    if existing not in EXISTING:
+        raise ValueError(f"existing must be one of {', '.join(EXISTING)}, got {existing!r}")
+    entries = [p for p in folder.iterdir() if p.name not in IGNORED and not is_temp_file(p)]
+    if existing == "resume":
+        if not (folder / "checkpoint.safetensors").is_file():
+            raise RunFolderError(f"{folder}: no checkpoint.safetensors to resume from")
+    elif existing == "overwrite":
+        for pattern in RUN_FILES:
+            for path in folder.glob(pattern):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+    elif entries:
+        raise RunFolderError(
+            f"{folder}: holds a previous run ({len(entries)} entries); "
+            "use --resume to continue it or --overwrite to replace it"
+        )
 
 
 def seed_everything(seed: int) -> None:
@@ -97,6 +154,7 @@ def open_run(
     device: str | None = None,
     threads: int | None = None,
     deterministic: bool = False,
+    existing: str = "refuse",
 ) -> Iterator[Run]:
     """Set the process up for a run and hold its folder's single-writer lock.
 
@@ -107,9 +165,14 @@ def open_run(
             process).
         threads: torch CPU threads.
         deterministic: deterministic CUDA kernels instead of autotuned ones.
+        existing: ``refuse`` a folder that holds a run, ``resume`` it, or ``overwrite`` it
+            (see :func:`prepare_run_folder`).
 
-    Temporary files a killed writer left in the folder are removed once the lock is held.
+    The folder's lock is taken first (a second writer is refused at once), then temporary
+    files a killed writer left there are removed, before any data or model is loaded.
     """
+    if out is not None:
+        check_output_dir(out)
     if threads:
         torch.set_num_threads(threads)
     dist = init_distributed(device)
@@ -117,7 +180,12 @@ def open_run(
     folder = Path(out) if out is not None else None
     if folder is not None and dist.is_main:
         lock = FolderLock(folder)
-        sweep_temp_files(folder)
+        try:
+            sweep_temp_files(folder)
+            prepare_run_folder(folder, existing)
+        except BaseException:
+            lock.release()
+            raise
     try:
         seed_everything(seed)
         set_kernel_policy(deterministic, dist.device)

@@ -184,12 +184,14 @@ def run_training(
     """
     if resume:
         _check_resume(cfg)
+    existing = "resume" if resume else "overwrite" if cfg.overwrite else "refuse"
     with open_run(
         cfg.out,
         seed=cfg.seed,
         device=cfg.device,
         threads=cfg.threads,
         deterministic=cfg.deterministic,
+        existing=existing,
     ) as run:
         if cfg.amp is None:
             cfg = dataclasses.replace(cfg, amp=bf16_is_fast(run.device))

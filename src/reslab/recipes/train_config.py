@@ -24,10 +24,17 @@ class TrainConfig:
     data: str = option(
         None, "fashion-mnist, cifar10, or a folder with train/ and val/ class folders"
     )
-    out: str = option(None, "run folder to write")
+    out: str = option(None, "run folder to write (new or empty, unless --overwrite)")
+    overwrite: bool = option(
+        False,
+        "replace the run already in --out (its files only)",
+        "flag",
+        flags=("--overwrite",),
+        runtime=True,
+    )
     model: str = option("resnet20", "registered model name (see `reslab list`)")
     data_dir: str | None = option(
-        None, "where to look for data first (then $RESLAB_DATA, the cache)", metavar="DIR"
+        None, "where to look for data first (then $RESLAB_DATA, the cache)", "folder", metavar="DIR"
     )
     classes: list[str] | None = option(
         None, "train on these classes only, e.g. airplane,bird", "names", metavar="LIST"

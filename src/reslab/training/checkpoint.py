@@ -33,7 +33,7 @@ from reslab.weights import (
     save_checkpoint,
     write_safetensors,
 )
-from reslab.weights.files import read_safetensors_metadata
+from reslab.weights.files import read_safetensors_metadata, refusal
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -179,7 +179,7 @@ def resume_learner(learn, path: Path) -> dict[str, Any]:
     try:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise WeightsError(f"{state_path}: unreadable training state ({err})") from None
+        raise WeightsError(f"{state_path}: unreadable training state ({refusal(err)})") from None
     learn.model.load_state_dict(read_state_dict(path))
     if state["opt"] is not None:
         learn.ensure_opt()

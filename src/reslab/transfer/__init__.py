@@ -8,6 +8,7 @@ from reslab.transfer.features import (
     extract_features,
     load_features,
     save_features,
+    state_digest,
 )
 from reslab.transfer.fine_tune import (
     discriminative_groups,
@@ -38,6 +39,7 @@ __all__ = [
     "load_features",
     "resize_and_repeat",
     "save_features",
+    "state_digest",
     "trainable_summary",
     "unfreeze",
 ]

@@ -9,6 +9,7 @@ uncached frozen run (the loaders share the order of :mod:`reslab.data.loaders`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ __all__ = [
     "extract_features",
     "load_features",
     "save_features",
+    "state_digest",
 ]
 
 
@@ -116,6 +118,16 @@ def load_features(path: str | Path, meta: dict | None = None) -> FeatureSet | No
             )
     except Exception:  # safetensors raises several types for damaged files
         return None
+
+
+def state_digest(module: nn.Module) -> str:
+    """A short digest of a module's parameters and buffers (names, shapes, values)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 class FeatureLoader:

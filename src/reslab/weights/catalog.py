@@ -118,6 +118,14 @@ _TORCHVISION = (
 )
 
 
+# Full sha256 of torchvision files where one is published alongside the file (torchvision's
+# URLs carry only a prefix; these are checked instead of the prefix).
+TORCHVISION_SHA256 = {
+    "resnet18-f37072fd.pth": "f37072fd47e89c5e827621c5baffa7500819f7896bbacec160b1a16c560e07ec",
+    "resnet50-0676ba61.pth": "0676ba61b6795bbe1773cffd859882e5e297624d384b6993f7c9e683e722fb8a",
+}
+
+
 def _build_table() -> dict[tuple[str, str], WeightTag]:
     tags: list[WeightTag] = []
     for model, tag, fname, resize, top1 in _TORCHVISION:
@@ -127,6 +135,7 @@ def _build_table() -> dict[tuple[str, str], WeightTag]:
                 tag,
                 f"torchvision {tag} (ImageNet-1k)",
                 url=_TV + fname,
+                sha256=TORCHVISION_SHA256.get(fname),
                 cfg={
                     "crop_pct": 224 / resize,
                     "interpolation": "bilinear",

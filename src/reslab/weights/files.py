@@ -14,6 +14,7 @@ __all__ = [
     "read_safetensors_metadata",
     "read_safetensors_shapes",
     "read_state_dict",
+    "refusal",
     "write_safetensors",
 ]
 
@@ -36,7 +37,7 @@ def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
             return dict(fh.metadata() or {})
     except Exception as err:  # safetensors raises several types for bad headers
         raise WeightsError(
-            f"{path}: not a readable safetensors file ({_first_line(err)})"
+            f"{path}: corrupt or truncated safetensors file ({_first_line(err)})"
         ) from None
 
 
@@ -49,7 +50,7 @@ def read_safetensors_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
             return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
     except Exception as err:
         raise WeightsError(
-            f"{path}: not a readable safetensors file ({_first_line(err)})"
+            f"{path}: corrupt or truncated safetensors file ({_first_line(err)})"
         ) from None
 
 
