@@ -385,3 +385,43 @@ def test_sgd_without_momentum_and_parameter_groups_with_lr_scale():
         opt.step()
     for a, b in zip(model.parameters(), ref.parameters()):
         torch.testing.assert_close(a, b)
+
+
+def test_extra_validation_and_running_train_accuracy_match_direct_computations():
+    from reslab.training import ExtraValidation
+
+    x, y = toy_data(32)
+    extra_x, extra_y = toy_data(20, seed=5)
+    model = toy_net(bn=True)
+    seen = []
+
+    class Spy(Callback):
+        order = 30  # after_validate, before ExtraValidation (35) adds its numbers
+
+        def before_epoch(self):
+            self.correct = 0
+
+        def after_batch(self):  # the running accuracy by hand, from the same predictions
+            if self.learn.training:
+                self.correct += int((self.learn.pred.argmax(-1) == self.learn.yb).sum())
+
+        def after_validate(self):
+            with torch.no_grad():
+                logits = self.learn.model.eval()(extra_x)
+            self.learn.model.train()
+            seen.append(
+                (
+                    nn.functional.cross_entropy(logits, extra_y).item(),
+                    (logits.argmax(1) == extra_y).float().mean().item(),
+                    self.correct / 32,
+                )
+            )
+
+    extra = ExtraValidation(batches(extra_x, extra_y, 6), "train_eval")
+    learn = learner(model, batches(x, y, 8), batches(x, y, 8), cbs=[extra, Spy()])
+    learn.fit(2, lr=0.1)
+    for row, (loss, acc, running) in zip(learn.recorder.history, seen):
+        assert row["train_eval_loss"] == pytest.approx(loss, rel=1e-5)
+        assert row["train_eval_accuracy"] == pytest.approx(acc)
+        assert row["train_accuracy"] == pytest.approx(running)
+    assert learn.model.training  # put back in train mode by the Learner's validate

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "reslab.cli.export_cmd",
     "reslab.cli.plot_cmd",
     "reslab.cli.embedding_cmd",
+    "reslab.cli.experiment_cmd",
 )
 
 

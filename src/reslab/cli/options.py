@@ -43,8 +43,16 @@ def arg_type(kind: str):
     return convert
 
 
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
 def _help(f: dataclasses.Field, spec: OptionSpec) -> str:
-    default = f.default if f.default is not dataclasses.MISSING else None
+    default = _default(f)
     if spec.default_text is not None:
         shown = spec.default_text
     elif spec.kind == "flag" or default is None:
@@ -58,7 +66,7 @@ def _add_flag(group, f: dataclasses.Field, spec: OptionSpec) -> None:
     flags = spec.flags or (f"--{f.name.replace('_', '-')}",)
     on = [x for x in flags if not x.startswith("--no-")]
     off = [x for x in flags if x.startswith("--no-")]
-    default = f.default if f.default is not dataclasses.MISSING else None
+    default = _default(f)
     on_help = _help(f, spec) if default is not True or not off else argparse.SUPPRESS
     for flag in on:
         group.add_argument(flag, dest=f.name, action="store_const", const=True, help=on_help)

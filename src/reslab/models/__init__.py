@@ -3,7 +3,7 @@ input normalisation, profiling."""
 
 from reslab.models.blocks import BasicBlock, Bottleneck, DropPath, PadShortcut
 from reslab.models.config import ArchConfig, ConfigError, DataConfig, ModelConfig, Normalization
-from reslab.models.normalize import InputNormalize, channel_stats
+from reslab.models.normalize import InputNormalize, channel_stats, default_data_config
 from reslab.models.registry import (
     ARCH_OPTIONS,
     ModelSpec,
@@ -12,7 +12,7 @@ from reslab.models.registry import (
     get_model_spec,
     list_models,
 )
-from reslab.models.resnet import Backbone, ResNet, default_data_config
+from reslab.models.resnet import Backbone, ResNet
 
 __all__ = [
     "ARCH_OPTIONS",

@@ -14,6 +14,7 @@ from reslab.layers import LayerSet
 __all__ = [
     "BasicBlock",
     "Bottleneck",
+    "ConvBlock",
     "DropPath",
     "PadShortcut",
     "make_shortcut",
@@ -224,7 +225,47 @@ class Bottleneck(nn.Module):
         return self.relu(out)
 
 
-BLOCKS: dict[str, type[nn.Module]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
+class ConvBlock(nn.Module):
+    """One 3x3 conv, BatchNorm and ReLU: the layer of a plain CNN (fastbook's ``ConvLayer``).
+
+    It has no shortcut, so it takes the block arguments only to share their signature.
+    """
+
+    expansion: int = 1
+
+    def __init__(
+        self,
+        ls: LayerSet,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        residual: bool = False,
+        drop_path: float = 0.0,
+        stride_in_1x1: bool = False,
+    ) -> None:
+        super().__init__()
+        if downsample is not None or residual:
+            raise ValueError("ConvBlock has no shortcut (build it with shortcut='none')")
+        self.conv1 = conv3x3(ls, inplanes, planes, stride, groups)
+        self.bn1 = ls.batch_norm2d(planes)
+        self.relu = ls.relu(inplace=True)
+        self.residual = False
+
+    def last_bn(self) -> nn.Module:
+        return self.bn1
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.relu(self.bn1(self.conv1(x)))
+
+
+BLOCKS: dict[str, type[nn.Module]] = {
+    "basic": BasicBlock,
+    "bottleneck": Bottleneck,
+    "conv": ConvBlock,
+}
 
 
 def get_block(block: str | type[nn.Module]) -> type[nn.Module]:

@@ -17,8 +17,8 @@ from typing import Any
 
 __all__ = ["ArchConfig", "ConfigError", "DataConfig", "ModelConfig", "Normalization"]
 
-BLOCK_NAMES = ("basic", "bottleneck")
-STEM_TYPES = ("default", "deep")
+BLOCK_NAMES = ("basic", "bottleneck", "conv")
+STEM_TYPES = ("default", "deep", "none")
 SHORTCUTS = ("conv", "avg", "pad", "none")
 INITS = ("kaiming", "dirac")
 # Bounds that no real ResNet reaches; a header beyond them is refused before anything is built.
@@ -134,6 +134,7 @@ class ArchConfig:
     zero_init_last: bool = False
     drop_path_rate: float = 0.0
     init: str = "kaiming"
+    stage_strides: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -159,6 +160,14 @@ class ArchConfig:
         for name in ("small_input", "stride_in_1x1", "zero_init_last"):
             _bool(name, getattr(self, name))
         set_(self, "drop_path_rate", _float("drop_path_rate", self.drop_path_rate, 0.0, 1.0))
+        if self.stage_strides is not None:
+            set_(self, "stage_strides", _ints("stage_strides", self.stage_strides, 1, 8))
+            if len(self.stage_strides) != len(self.layers):
+                raise ConfigError(
+                    f"{len(self.stage_strides)} stage strides for {len(self.layers)} stages"
+                )
+        if self.block == "conv" and self.shortcut != "none":
+            raise ConfigError("the single-conv block has no shortcut: use shortcut='none'")
 
     def kwargs(self) -> dict[str, Any]:
         """The constructor arguments, as :class:`~reslab.models.ResNet` takes them."""

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from reslab.models.config import Normalization
+from reslab.models.config import DataConfig, Normalization
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -92,3 +92,16 @@ def channel_stats(stats: Sequence[float], in_chans: int) -> tuple[float, ...]:
         return tuple(stats)
     avg = sum(stats) / len(stats)
     return (avg,) * in_chans
+
+
+def default_data_config(in_chans: int = 3, small_input: bool = False) -> DataConfig:
+    """The data config of a hand-built ResNet: ImageNet's at 224 px, or CIFAR's at 32 px for a
+    small-input stem (statistics averaged over the channels when there are not three)."""
+    mean, std = (CIFAR10_MEAN, CIFAR10_STD) if small_input else (IMAGENET_MEAN, IMAGENET_STD)
+    side = 32 if small_input else 224
+    return DataConfig(
+        input_size=(in_chans, side, side),
+        mean=channel_stats(mean, in_chans),
+        std=channel_stats(std, in_chans),
+        crop_pct=1.0 if small_input else 0.875,
+    )

@@ -189,6 +189,36 @@ for _d in (18, 34):
     )
 
 
+# fastbook's chapter 14 ("ResNets"), its first three networks, on Imagenette at 128 px: five
+# stride-2 stages 3->16->32->64->128->256, no stem, then average pooling and a linear head.
+FASTBOOK_CFG = {**IMAGENET_CFG, "input_size": (3, 128, 128), "num_classes": 10, "crop_pct": 1.0}
+_FASTBOOK_ARCH = {
+    "stage_widths": (16, 32, 64, 128, 256),
+    "stage_strides": (2, 2, 2, 2, 2),
+    "stem_type": "none",
+}
+_register(
+    "fastbook_plain_cnn",
+    "fastbook ch. 14 (1): five stride-2 conv-BN-ReLU layers, no shortcuts",
+    FASTBOOK_CFG,
+    block="conv",
+    layers=(1,) * 5,
+    shortcut="none",
+    **_FASTBOOK_ARCH,
+)
+for _n, _which in ((1, "(2): the same stages as ResBlocks"), (2, "(3): two ResBlocks per stage")):
+    _register(
+        "fastbook_resblocks" if _n == 1 else f"fastbook_resblocks_x{_n}",
+        f"fastbook ch. 14 {_which} (avg-pool + 1x1 shortcut, BatchZero)",
+        FASTBOOK_CFG,
+        block=BASIC,
+        layers=(_n,) * 5,
+        shortcut="avg",
+        zero_init_last=True,
+        **_FASTBOOK_ARCH,
+    )
+
+
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching a shell-style pattern, in registry order."""
     return [name for name in _REGISTRY if fnmatch.fnmatch(name, pattern)]

@@ -12,29 +12,9 @@ from torch import Tensor, nn
 from reslab.layers import LayerSet, get_layer_set
 from reslab.models.blocks import BLOCKS, dirac_init_, get_block, make_shortcut, zero_init_last_bn
 from reslab.models.config import ArchConfig, DataConfig, ModelConfig
-from reslab.models.normalize import (
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    InputNormalize,
-    channel_stats,
-)
+from reslab.models.normalize import InputNormalize, channel_stats, default_data_config
 
-__all__ = ["ResNet", "Backbone", "default_data_config"]
-
-
-def default_data_config(in_chans: int = 3, small_input: bool = False) -> DataConfig:
-    """The data config of a hand-built ResNet: ImageNet's at 224 px, or CIFAR's at 32 px for a
-    small-input stem (statistics averaged over the channels when there are not three)."""
-    mean, std = (CIFAR10_MEAN, CIFAR10_STD) if small_input else (IMAGENET_MEAN, IMAGENET_STD)
-    side = 32 if small_input else 224
-    return DataConfig(
-        input_size=(in_chans, side, side),
-        mean=channel_stats(mean, in_chans),
-        std=channel_stats(std, in_chans),
-        crop_pct=1.0 if small_input else 0.875,
-    )
+__all__ = ["ResNet", "Backbone"]
 
 
 def _block_name(block: type[nn.Module]) -> str:
@@ -62,7 +42,8 @@ class ResNet(nn.Module):
         groups, width_per_group: ResNeXt cardinality and bottleneck width
             (wide ResNets use ``width_per_group=128``).
         width: multiplier applied to every stage width (and the stem).
-        stem_type: ``"default"`` (7x7 conv) or ``"deep"`` (ResNet-C: three 3x3 convs).
+        stem_type: ``"default"`` (7x7 conv), ``"deep"`` (ResNet-C: three 3x3 convs) or
+            ``"none"`` (the first stage takes the image).
         stem_width: channels of the deep stem's first two convs.
         small_input: 3x3 stride-1 stem and no max-pool, for 28–32 px images.
         shortcut: ``"conv"`` (B), ``"avg"`` (D), ``"pad"`` (option A) or ``"none"`` (plain net).
@@ -72,6 +53,7 @@ class ResNet(nn.Module):
         layer_set: ``"torch"``, ``"scratch"`` or a :class:`~reslab.layers.LayerSet`.
         init: ``"kaiming"`` (He, as torchvision) or ``"dirac"``: every conv starts as an
             identity plus small noise (plain nets that train without shortcuts).
+        stage_strides: each stage's first stride (default 1, then 2 for every later stage).
         normalize: an :class:`InputNormalize` to apply first, or ``None`` for raw inputs.
         name: the registered name, recorded in :attr:`config`.
         data: input size, statistics, crop and class names (default: ImageNet's, or CIFAR's
@@ -100,6 +82,7 @@ class ResNet(nn.Module):
         zero_init_last: bool = False,
         drop_path_rate: float = 0.0,
         init: str = "kaiming",
+        stage_strides: Sequence[int] | None = None,
         layer_set: str | LayerSet = "torch",
         normalize: InputNormalize | None = None,
         name: str | None = None,
@@ -124,6 +107,7 @@ class ResNet(nn.Module):
             zero_init_last=zero_init_last,
             drop_path_rate=drop_path_rate,
             init=init,
+            stage_strides=None if stage_strides is None else tuple(stage_strides),
         )
         if data is None:
             data = default_data_config(in_chans, small_input)
@@ -140,20 +124,11 @@ class ResNet(nn.Module):
         self.shortcut = shortcut
         self.stride_in_1x1 = stride_in_1x1
         widths = [max(1, int(round(w * width))) for w in stage_widths]
-        self.inplanes = widths[0]
-
         self.normalize = normalize if normalize is not None else ls.identity()
-        self.conv1 = self._make_stem(
-            ls, stem_type, max(1, int(round(stem_width * width))), small_input
-        )
-        self.bn1 = ls.batch_norm2d(self.inplanes)
-        self.relu = ls.relu(inplace=True)
-        self.maxpool = (
-            ls.identity() if small_input else ls.max_pool2d(kernel_size=3, stride=2, padding=1)
-        )
-
+        self._make_stem_layers(ls, arch, widths[0])
         self.stage_names: list[str] = []
-        self._make_stages(ls, widths, layers, drop_path_rate)
+        strides = arch.stage_strides or (1, *(2,) * (len(layers) - 1))
+        self._make_stages(ls, widths, layers, strides, drop_path_rate)
 
         self.num_features = widths[-1] * self.block.expansion
         self.avgpool = ls.adaptive_avg_pool2d((1, 1))
@@ -203,6 +178,22 @@ class ResNet(nn.Module):
         self.config = self.config.replace(pretrained=source)
 
     # ----------------------------------------------------------------- building
+    def _make_stem_layers(self, ls: LayerSet, arch: ArchConfig, width: int) -> None:
+        """``conv1``, ``bn1``, ``relu``, ``maxpool``; all identities for ``stem_type="none"``
+        (the first stage then sees the image itself)."""
+        if arch.stem_type == "none":
+            self.inplanes = arch.in_chans
+            self.conv1, self.bn1 = ls.identity(), ls.identity()
+            self.relu, self.maxpool = ls.identity(), ls.identity()
+            return
+        self.inplanes = width
+        stem_width = max(1, int(round(arch.stem_width * arch.width)))
+        self.conv1 = self._make_stem(ls, arch.stem_type, stem_width, arch.small_input)
+        self.bn1 = ls.batch_norm2d(self.inplanes)
+        self.relu = ls.relu(inplace=True)
+        small = arch.small_input
+        self.maxpool = ls.identity() if small else ls.max_pool2d(kernel_size=3, stride=2, padding=1)
+
     def _make_stem(self, ls: LayerSet, stem_type: str, stem_width: int, small: bool) -> nn.Module:
         stride = 1 if small else 2
         if stem_type == "default":
@@ -222,13 +213,18 @@ class ResNet(nn.Module):
         raise ValueError(f"unknown stem_type {stem_type!r}; expected 'default' or 'deep'")
 
     def _make_stages(
-        self, ls: LayerSet, widths: Sequence[int], layers: Sequence[int], drop_path_rate: float
+        self,
+        ls: LayerSet,
+        widths: Sequence[int],
+        layers: Sequence[int],
+        strides: Sequence[int],
+        drop_path_rate: float,
     ) -> None:
         """``layer1``…``layerN``; stochastic depth rises linearly over all blocks."""
         total_blocks = sum(layers)
         rates = [drop_path_rate * i / max(total_blocks - 1, 1) for i in range(total_blocks)]
-        for i, (planes, n) in enumerate(zip(widths, layers)):
-            stage = self._make_layer(ls, planes, n, 1 if i == 0 else 2, rates[:n])
+        for i, (planes, n, stride) in enumerate(zip(widths, layers, strides)):
+            stage = self._make_layer(ls, planes, n, stride, rates[:n])
             rates = rates[n:]
             self.add_module(f"layer{i + 1}", stage)
             self.stage_names.append(f"layer{i + 1}")

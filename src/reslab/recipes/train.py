@@ -26,6 +26,7 @@ from reslab.training import (
     Callback,
     ChannelsLast,
     CSVLogger,
+    ExtraValidation,
     GradientAccumulation,
     GradientClip,
     Learner,
@@ -207,6 +208,9 @@ def run_training(
                 world_size=run.dist.world_size,
             )  # fmt: skip
 
+        if cfg.train_eval:
+            subset_dl = loader(subset(train_ds, cfg.train_eval, cfg.seed + 1), False)
+            extra_cbs = (ExtraValidation(subset_dl, "train_eval"), *extra_cbs)
         learn = _learner(
             cfg, run, model, loader(train_ds, True), loader(valid_ds, False), train_ds, extra_cbs
         )

@@ -45,6 +45,13 @@ class TrainConfig:
     train_limit: int | None = option(
         None, "train on a fixed random subset of this many images", "positive_int", metavar="N"
     )
+    train_eval: int = option(
+        0,
+        "after every epoch also measure loss and accuracy on a fixed subset of this many "
+        "training images, in eval mode without augmentation (the paper's training error)",
+        "count",
+        metavar="N",
+    )
     epochs: int = option(5, "training epochs", "positive_int")
     bs: int = option(256, "batch size per process", "positive_int")
     lr: float | None = option(

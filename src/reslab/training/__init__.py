@@ -29,6 +29,7 @@ from reslab.training.distributed import (
     init_distributed,
 )
 from reslab.training.ema import EMA
+from reslab.training.extra_eval import ExtraValidation
 from reslab.training.gradients import GradientAccumulation, GradientClip
 from reslab.training.learner import Learner
 from reslab.training.loggers import CSVLogger, TensorBoardCallback
@@ -66,6 +67,7 @@ __all__ = [
     "DistributedCallback",
     "EarlyStopping",
     "EvalResult",
+    "ExtraValidation",
     "GradientAccumulation",
     "GradientClip",
     "LRFindResult",

@@ -9,15 +9,19 @@ from typing import Any
 import torch
 
 from reslab.training.callback import Callback
+from reslab.training.distributed import all_reduce_sum
 
-__all__ = [
-    "Recorder",
-]
+__all__ = ["Recorder"]
 
 
 class Recorder(Callback):
-    """Per-epoch history (train loss, validation loss and metrics, LR, time, samples/s)
-    and per-batch LR and loss."""
+    """Per-epoch history (train loss, running train accuracy, validation loss and metrics, LR,
+    time, samples/s) and per-batch LR and loss.
+
+    ``train_accuracy`` is the running accuracy of the training batches as they were trained on
+    (train mode, augmented, weights changing), pooled over processes — the paper's "training
+    error" is measured cleanly instead by :class:`~reslab.training.ExtraValidation`.
+    """
 
     order = 50
 
@@ -30,7 +34,10 @@ class Recorder(Callback):
 
     @staticmethod
     def _fresh() -> dict[str, float]:
-        return {"loss_sum": 0.0, "n": 0, "samples": 0, "train_time": 0.0, "time": 0.0}
+        return {
+            "loss_sum": 0.0, "n": 0, "samples": 0, "train_time": 0.0, "time": 0.0,
+            "correct": 0, "scored": 0,
+        }  # fmt: skip
 
     def before_fit(self) -> None:
         self._t_mark = time.perf_counter()
@@ -62,6 +69,10 @@ class Recorder(Callback):
         st["loss_sum"] += value * bs
         st["n"] += bs
         st["samples"] += bs * learn.world_size
+        pred = learn.pred
+        if pred is not None and pred.ndim == 2 and pred.shape[0] == bs:
+            st["correct"] = st.get("correct", 0) + int((pred.argmax(-1) == learn.yb).sum())
+            st["scored"] = st.get("scored", 0) + bs
         now = time.perf_counter()
         st["train_time"] += now - self._t_train
         self._t_train = now
@@ -71,11 +82,20 @@ class Recorder(Callback):
         st = self._epoch_state
         row: dict[str, Any] = {"epoch": self.learn.epoch + 1}
         row["train_loss"] = st["loss_sum"] / st["n"] if st["n"] else float("nan")
+        correct, scored = self._pooled(st.get("correct", 0), st.get("scored", 0))
+        if scored:
+            row["train_accuracy"] = correct / scored
         row.update(self.learn.valid_results)
         row["lr"] = self.lrs[-1] if self.lrs else self.learn.lr
         row["time"] = round(st["time"], 3)
         row["samples_per_s"] = round(st["samples"] / st["train_time"], 1) if st["train_time"] else 0
         self.history.append(row)
+
+    def _pooled(self, correct: int, scored: int) -> tuple[int, int]:
+        if self.learn.world_size == 1:
+            return correct, scored
+        totals = all_reduce_sum(torch.tensor([correct, scored], dtype=torch.float64))
+        return int(totals[0]), int(totals[1])
 
     def after_fit(self) -> None:
         self._tick()

@@ -1,0 +1,184 @@
+"""The degradation experiment of the residual-network paper (He et al. 2015, Fig. 1 and 6): a
+deeper *plain* network has a higher *training* error than a shallower one, while with identity
+shortcuts the deeper network is the better one.
+
+``run_degradation`` trains every (arm, depth, seed) with one recipe as ordinary run folders
+(:mod:`reslab.recipes.experiment`), measuring after every epoch the clean training error (eval
+mode, no augmentation, a fixed subset of the training images — the quantity the paper plots),
+the running training error and the test error, then writes ``results.json``, ``results.md``
+and ``degradation.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reslab.models import list_models
+from reslab.recipes.degradation_results import collect_results, write_results
+from reslab.recipes.experiment import ExperimentRun, open_experiment, train_runs
+from reslab.recipes.options import check_options, option
+from reslab.recipes.train_config import TrainConfig
+
+__all__ = ["ARMS", "BUDGETS", "DegradationConfig", "degradation_runs", "run_degradation"]
+
+# An arm is a family of networks: the registered name for a depth, and build options.
+ARMS = {
+    "plain": ("plain{depth}", {}),
+    "residual": ("resnet{depth}", {}),
+    "plain-dirac": ("plain{depth}", {"init": "dirac"}),
+}
+# Named training budgets (CIFAR-10). Explicit options override them. "paper" is He et al.'s
+# protocol: 164 epochs of the 50k training images at batch 128, LR 0.1 divided by 10 at epochs
+# 82 and 123, weight decay 1e-4, momentum 0.9, float32.
+BUDGETS: dict[str, dict[str, Any]] = {
+    "short": {
+        "train_limit": 10000,  # images
+        "epochs": 6,
+        "bs": 128,
+        "lr": 0.2,  # one-cycle peak
+        "schedule": "one-cycle",
+        "label_smoothing": 0.0,
+        "wd": 5e-4,
+        "train_eval": 5000,  # images for the clean training error
+    },
+    "long": {
+        "train_limit": 20000,
+        "epochs": 12,
+        "bs": 128,
+        "lr": 0.2,
+        "schedule": "one-cycle",
+        "label_smoothing": 0.0,
+        "wd": 5e-4,
+        "train_eval": 5000,
+    },
+    "paper": {
+        "train_limit": None,
+        "epochs": 164,
+        "bs": 128,
+        "lr": 0.1,
+        "schedule": "step",
+        "milestones": [82, 123],
+        "label_smoothing": 0.0,
+        "wd": 1e-4,
+        "momentum": 0.9,
+        "amp": False,
+        "train_eval": 10000,
+    },
+}
+# What the recipe may take from a budget, and what the command line may override.
+RECIPE_KEYS = (
+    "train_limit", "epochs", "bs", "lr", "schedule", "milestones", "label_smoothing", "wd",
+    "momentum", "amp", "train_eval",
+)  # fmt: skip
+
+
+@dataclass
+class DegradationConfig:
+    """Options of ``reslab experiment degradation``."""
+
+    data: str = option("cifar10", "cifar10, fashion-mnist, or a folder with train/ and test/")
+    data_dir: str | None = option(None, "where to look for the data first", "folder", metavar="DIR")
+    depths: list[int] = option([20, 56], "network depths (6n+2: 20, 32, 44, 56, 110)", "ints")
+    arms: list[str] = option(
+        ["plain", "residual"], f"families to train: {', '.join(ARMS)}", "names", metavar="LIST"
+    )
+    seeds: int = option(1, "seeds per network (0, 1, …); results give mean ± std", "positive_int")
+    budget: str = option(
+        "short", "a named recipe (explicit options override it)", choices=tuple(BUDGETS)
+    )
+    epochs: int | None = option(None, "epochs", "positive_int", default_text="the budget's")
+    train_limit: int | None = option(
+        None,
+        "train on a fixed subset of this many images",
+        "positive_int",
+        default_text="the budget's",
+    )
+    bs: int | None = option(None, "batch size", "positive_int", default_text="the budget's")
+    lr: float | None = option(
+        None, "(peak) learning rate", "positive_float", default_text="the budget's"
+    )
+    schedule: str | None = option(
+        None, "learning-rate schedule", choices=("one-cycle", "constant", "step")
+    )
+    milestones: list[int] | None = option(
+        None, "epochs where --schedule step divides the LR by 10", "epochs"
+    )
+    label_smoothing: float | None = option(None, "label smoothing", "fraction")
+    wd: float | None = option(None, "weight decay", "non_negative_float")
+    momentum: float | None = option(None, "SGD momentum", "fraction")
+    amp: bool | None = option(
+        None,
+        "bf16 mixed precision",
+        "flag",
+        flags=("--amp", "--no-amp"),
+        default_text="the budget's, else on where bf16 is native",
+    )
+    train_eval: int | None = option(
+        None,
+        "training images for the clean training error",
+        "positive_int",
+        default_text="the budget's",
+    )
+    out: str = option("runs/degradation", "the experiment folder (runs/, results, figure)")
+    device: str | None = option(
+        None, "cpu or cuda", default_text="cuda when available", runtime=True
+    )
+    threads: int | None = option(None, "torch CPU threads", "positive_int", runtime=True)
+    progress: bool = option(
+        True, "progress bars", "flag", flags=("--progress", "--no-progress"), runtime=True
+    )
+
+    def __post_init__(self) -> None:
+        check_options(self)
+        unknown = [a for a in self.arms if a not in ARMS]
+        if unknown:
+            raise ValueError(f"--arms: unknown {', '.join(unknown)}; expected {', '.join(ARMS)}")
+        for arm in self.arms:
+            for depth in self.depths:
+                name = ARMS[arm][0].format(depth=depth)
+                if name not in list_models():
+                    raise ValueError(f"--depths: no {arm} network of depth {depth} ({name})")
+
+    def recipe(self) -> dict[str, Any]:
+        """The training settings every run shares: the budget, with explicit options applied."""
+        recipe = {k: BUDGETS[self.budget].get(k) for k in RECIPE_KEYS}
+        recipe.update({k: getattr(self, k) for k in RECIPE_KEYS if getattr(self, k) is not None})
+        return {"data": self.data, "budget": self.budget, **recipe}
+
+
+def degradation_runs(cfg: DegradationConfig) -> list[ExperimentRun]:
+    """Every (arm, depth, seed) as a training run, shallow before deep, plain before residual."""
+    recipe = cfg.recipe()
+    train = {k: recipe[k] for k in RECIPE_KEYS if recipe[k] is not None}
+    runs = []
+    for seed in range(cfg.seeds):
+        for arm in cfg.arms:
+            template, options = ARMS[arm]
+            for depth in cfg.depths:
+                config = TrainConfig(
+                    data=cfg.data, data_dir=cfg.data_dir, out=".", seed=seed,
+                    model=template.format(depth=depth), device=cfg.device,
+                    threads=cfg.threads, progress=cfg.progress, **options, **train,
+                )  # fmt: skip
+                labels = {"arm": arm, "depth": depth, "seed": seed}
+                runs.append(ExperimentRun(f"{arm}{depth}-s{seed}", config, labels))
+    return runs
+
+
+def run_degradation(cfg: DegradationConfig) -> dict[str, Any]:
+    """Train what is missing, then write ``results.json``, ``results.md``, ``degradation.png``;
+    return the results."""
+    recipe = cfg.recipe()
+    with open_experiment(cfg.out, recipe) as folder:
+        finished = [(run, metrics) for run, metrics in train_runs(folder, degradation_runs(cfg))]
+        results = collect_results(folder, recipe, finished)
+        write_results(Path(folder), results)
+    return results
+
+
+def config_from_dict(data: dict[str, Any]) -> DegradationConfig:
+    names = {f.name for f in dataclasses.fields(DegradationConfig)}
+    return DegradationConfig(**{k: v for k, v in data.items() if k in names})
