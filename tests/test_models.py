@@ -119,8 +119,32 @@ def test_param_count_against_reference(name):
         ref = meta(reslab.create_model, twin)
         shortcut = sum(p.numel() for n, p in ref.named_parameters() if "downsample" in n)
         assert ours == n_params(ref) - shortcut
+    elif name.startswith("fastbook_"):
+        assert ours == fastbook_params(name)
     else:
         pytest.fail(f"{name} has no independent parameter-count reference")
+
+
+def fastbook_params(name: str, widths=(3, 16, 32, 64, 128, 256), classes: int = 10) -> int:
+    """fastbook ch. 14's networks counted by hand: a ConvLayer is a bias-free 3x3 conv and a
+    BatchNorm (2 parameters per channel); a ResBlock(ni, nf) is two such layers plus, when ni
+    differs from nf, a 1x1 ConvLayer on the shortcut; the head is Linear(256, classes)."""
+
+    def conv_layer(ni: int, nf: int, k: int = 3) -> int:
+        return k * k * ni * nf + 2 * nf
+
+    def res_block(ni: int, nf: int) -> int:
+        shortcut = conv_layer(ni, nf, 1) if ni != nf else 0
+        return conv_layer(ni, nf) + conv_layer(nf, nf) + shortcut
+
+    pairs = list(zip(widths[:-1], widths[1:]))
+    if name == "fastbook_plain_cnn":
+        body = sum(conv_layer(ni, nf) for ni, nf in pairs)
+    elif name == "fastbook_resblocks":
+        body = sum(res_block(ni, nf) for ni, nf in pairs)
+    else:  # fastbook_resblocks_x2: ResBlock(ni, nf, stride=2), ResBlock(nf, nf)
+        body = sum(res_block(ni, nf) + res_block(nf, nf) for ni, nf in pairs)
+    return body + widths[-1] * classes + classes
 
 
 def test_torchvision_counts_quoted_in_issue():
