@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "reslab.cli.plot_cmd",
     "reslab.cli.embedding_cmd",
     "reslab.cli.experiment_cmd",
+    "reslab.cli.analyze_cmd",
 )
 
 
