@@ -7,6 +7,7 @@ import argparse
 
 from reslab.cli.options import add_config_options, config_fields_from_args
 from reslab.recipes.degradation import DegradationConfig, run_degradation
+from reslab.recipes.fastbook import FastbookConfig, run_fastbook
 
 __all__ = ["register"]
 
@@ -24,10 +25,23 @@ def cmd_degradation(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fastbook(args: argparse.Namespace) -> int:
+    cfg = FastbookConfig(**config_fields_from_args(FastbookConfig, args))
+    results = run_fastbook(cfg)
+    print(f"{'step':<5} {'model':<22} {'size':>4} {'params':>11} {'acc %':>7} {'s':>6}")
+    for r in results["runs"]:
+        print(
+            f"{r['step']:<5} {r['model']:<22} {r['size']:>4} {r['parameters']:>11,} "
+            f"{100 * r['accuracy']:7.2f} {r['seconds']:6.0f}"
+        )
+    print(f"wrote {cfg.out}/results.json, results.md, lr_find.png")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction, plots) -> None:
     p = sub.add_parser(
         "experiment",
-        help="experiments over many runs (the degradation experiment)",
+        help="experiments over many runs (degradation, fastbook)",
         description="Run an experiment: every run is an ordinary `reslab train` run folder "
         "under OUT/runs/. Running the same command again skips finished runs and resumes a "
         "killed one; a changed recipe on an existing folder is refused.",
@@ -43,3 +57,12 @@ def register(sub: argparse._SubParsersAction, plots) -> None:
     )
     add_config_options(d, DegradationConfig)
     d.set_defaults(func=cmd_degradation)
+    f = kinds.add_parser(
+        "fastbook",
+        help="fastbook's ResNet chapter as a progression of five models on Imagenette",
+        description="Train, in order, fastbook ch. 14's plain CNN, its ResBlock versions, its "
+        "ResNet-18 and (budget book) ResNet-50, each with lr_find + one-cycle; write a table "
+        "(model, parameters, accuracy, seconds) and the LR-finder curves.",
+    )
+    add_config_options(f, FastbookConfig)
+    f.set_defaults(func=cmd_fastbook)

@@ -133,7 +133,11 @@ def build_model_for_data(cfg: TrainConfig, train_ds, device: torch.device) -> Re
     )
     changes: dict[str, Any] = {"class_names": tuple(train_ds.class_names)}
     if in_memory:
+        if cfg.size and (cfg.size, cfg.size) != tuple(train_ds.image_size):
+            raise ValueError(f"--size {cfg.size}: {cfg.data} holds {train_ds.image_size} images")
         changes.update(input_size=(train_ds.num_channels, *train_ds.image_size), crop_pct=1.0)
+    elif cfg.size:
+        changes.update(input_size=(train_ds.num_channels, cfg.size, cfg.size))
     model.set_data_config(**changes)
     return model.to(device)
 

@@ -96,6 +96,12 @@ class TrainConfig:
         True, "random crops and flips", "flag", flags=("--augment", "--no-augment")
     )
     width: float | None = option(None, "width multiplier of the model", "positive_float")
+    size: int | None = option(
+        None,
+        "input side in pixels for image folders (random-resized crops of this size)",
+        "positive_int",
+        default_text="the model's",
+    )
     small_input: str = option(
         "auto",
         "3x3 stride-1 stem for small images (auto: on for in-memory data)",
