@@ -73,6 +73,9 @@ def test_results_files_follow_the_runs_histories(experiment):
     text = (experiment / "results.md").read_text()
     assert "| plain | 32 |" in text and "8.75" in text and "akamaster" in text
     assert (experiment / "degradation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    manifest = json.loads((experiment / "experiment.json").read_text())  # for reslab report
+    assert manifest["figures"][0]["file"] == "degradation.png"
+    assert manifest["tables"][0]["file"] == "results.md" and manifest["title"]
 
 
 def test_the_clean_training_error_is_measured_in_eval_mode_on_a_fixed_subset(experiment, data):

@@ -18,7 +18,12 @@ from typing import Any
 
 from reslab.models import list_models
 from reslab.recipes.degradation_results import collect_results, write_results
-from reslab.recipes.experiment import ExperimentRun, open_experiment, train_runs
+from reslab.recipes.experiment import (
+    ExperimentRun,
+    open_experiment,
+    train_runs,
+    write_manifest,
+)
 from reslab.recipes.options import check_options, option
 from reslab.recipes.train_config import TrainConfig
 
@@ -176,6 +181,15 @@ def run_degradation(cfg: DegradationConfig) -> dict[str, Any]:
         finished = [(run, metrics) for run, metrics in train_runs(folder, degradation_runs(cfg))]
         results = collect_results(folder, recipe, finished)
         write_results(Path(folder), results)
+        write_manifest(
+            folder,
+            "The degradation experiment: plain vs residual networks",
+            __doc__.split("\n\n")[0].replace("\n", " "),
+            figures=[{"file": "degradation.png", "caption": "training (dashed, clean) and "
+                      "test (bold) error per epoch; one colour per depth"}],
+            tables=[{"file": "results.md", "title": "Results"}],
+            facts=recipe,
+        )  # fmt: skip
     return results
 
 

@@ -10,6 +10,7 @@ share everything but what the experiment varies.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,11 @@ from reslab.recipes.run import RunFolderError
 from reslab.recipes.train import resume_config, run_training
 from reslab.recipes.train_config import TrainConfig
 
-__all__ = ["ExperimentRun", "open_experiment", "run_state", "train_runs"]
+__all__ = ["ExperimentRun", "open_experiment", "run_state", "train_runs", "write_manifest"]
 
 RECIPE_FILE = "recipe.json"
+# What `reslab report` shows of an experiment folder (see reslab.analysis.report.experiment).
+MANIFEST_FILE = "experiment.json"
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,32 @@ class open_experiment:  # noqa: N801 - used as a context manager, like open()
     def __exit__(self, *exc: object) -> None:
         if self.lock is not None:
             self.lock.release()
+
+
+def write_manifest(
+    folder: Path,
+    title: str,
+    description: str,
+    *,
+    figures: Sequence[dict[str, str]],
+    tables: Sequence[dict[str, str]],
+    facts: dict[str, Any],
+) -> Path:
+    """``experiment.json``: the title, text, figures and result tables of the folder, for
+    ``reslab report``."""
+    manifest = {
+        "version": 1,
+        "title": title,
+        "description": description,
+        "command": ["reslab", *sys.argv[1:]] if sys.argv[1:] else "reslab",
+        "figures": list(figures),
+        "tables": list(tables),
+        "facts": {
+            k: v if isinstance(v, (str, int, float, bool)) else json.dumps(v)
+            for k, v in facts.items()
+        },  # fmt: skip
+    }
+    return atomic_write_json(folder / MANIFEST_FILE, manifest)
 
 
 def train_runs(

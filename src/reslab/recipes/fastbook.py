@@ -17,7 +17,12 @@ from typing import Any
 
 from reslab.files import atomic_write, atomic_write_json, atomic_write_text
 from reslab.models.profile import count_params, meta_model
-from reslab.recipes.experiment import ExperimentRun, open_experiment, train_runs
+from reslab.recipes.experiment import (
+    ExperimentRun,
+    open_experiment,
+    train_runs,
+    write_manifest,
+)
 from reslab.recipes.options import check_options, option
 from reslab.recipes.train_config import TrainConfig
 
@@ -169,4 +174,12 @@ def run_fastbook(cfg: FastbookConfig) -> dict[str, Any]:
         atomic_write_json(folder / "results.json", results)
         atomic_write_text(folder / "results.md", results_markdown(results))
         plot_lr_finds(results, folder / "lr_find.png")
+        write_manifest(
+            folder,
+            "fastbook chapter 14 on Imagenette",
+            "From a plain CNN to a ResNet, each model trained with lr_find and fit_one_cycle.",
+            figures=[{"file": "lr_find.png", "caption": "the LR finder of each model"}],
+            tables=[{"file": "results.md", "title": "Models"}],
+            facts={k: v for k, v in recipe.items() if k != "steps"},
+        )
     return results
