@@ -236,8 +236,8 @@ def export_torchscript(
 ) -> Path:
     """Trace ``model`` on ``example`` and save it atomically; load it with ``torch.jit.load``.
 
-    Tracing (not scripting, which the model's Python-side shape check and stage list defeat)
-    records no batch size, so the file takes any batch of the example's C, H, W.
+    Tracing records no batch size, so the file takes any batch of the example's C, H, W (the
+    torch-layer model also scripts with ``torch.jit.script``, which keeps its input check).
 
     Args:
         model: the model (eval mode is used; scratch layers are swapped for torch.nn twins).

@@ -7,7 +7,8 @@ therefore load strictly in both directions, and
 ``create_model(name, layers="scratch")`` builds the same network out of ops
 written with strided views. None of them subclasses its torch twin, so code
 that dispatches on ``isinstance(m, nn.Conv2d)`` is not fooled into calling
-torch's kernels.
+torch's kernels. As in :mod:`reslab.layers.scratch_simple`, torch.fx records each op
+as one call and ``torch.jit.script`` is refused with its reason.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import math
 from typing import Literal
 
 import torch
+import torch.fx
 from torch import Tensor, nn
 from torch.nn import init
 
-import reslab.ops as ops
 from reslab.layers.base import LayerSet
 from reslab.layers.scratch_simple import (
     AdaptiveAvgPool2d,
@@ -28,15 +29,47 @@ from reslab.layers.scratch_simple import (
     Identity,
     MaxPool2d,
     ReLU,
+    ScratchModule,
     Sequential,
     layer_pair,
 )
+from reslab.ops import batch_norm2d, conv2d, linear
 from reslab.ops.conv import same_padding
 
 __all__ = ["AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm2d", "Conv2d", "Flatten", "Identity",
-           "Linear", "MaxPool2d", "ReLU", "SCRATCH_LAYERS", "Sequential"]  # fmt: skip
+           "Linear", "MaxPool2d", "ReLU", "SCRATCH_LAYERS", "ScratchModule", "Sequential",
+           "batch_norm_step"]  # fmt: skip
 
 _PAIR = int | tuple[int, int]
+
+
+def batch_norm_step(
+    input: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    use_batch: bool,
+    momentum: float | None,
+    eps: float,
+    num_batches_tracked: Tensor | None,
+) -> Tensor:
+    """One :class:`BatchNorm2d` forward: check for ``(N, C, H, W)``, count the batch (when
+    ``num_batches_tracked`` is given), pick the update factor (``momentum``, or a cumulative
+    average for ``None``) and normalise with :func:`reslab.ops.batch_norm2d`."""
+    if input.dim() != 4:
+        raise ValueError(f"expected 4D input (got {input.dim()}D input)")
+    factor = 0.0 if momentum is None else momentum
+    if num_batches_tracked is not None:
+        num_batches_tracked.add_(1)
+        if momentum is None:  # cumulative moving average
+            factor = 1.0 / float(num_batches_tracked)
+    return batch_norm2d(input, running_mean, running_var, weight, bias, use_batch, factor, eps)
+
+
+# torch.fx records each op as one call (the shape checks and arithmetic run with the graph).
+for _op in ("conv2d", "linear", "batch_norm_step"):
+    torch.fx.wrap(_op)
 
 
 def _make_weight_and_bias(module: nn.Module, shape: tuple, bias: bool, factory: dict) -> None:
@@ -57,7 +90,7 @@ def _reset_weight_and_bias(module: nn.Module) -> None:
             init.uniform_(module.bias, -bound, bound)
 
 
-class Conv2d(nn.Module):
+class Conv2d(ScratchModule):
     """2-D convolution (:func:`reslab.ops.conv2d`); mirrors :class:`torch.nn.Conv2d`."""
 
     def __init__(
@@ -132,11 +165,11 @@ class Conv2d(nn.Module):
         if self.padding_mode != "zeros":
             pads = self._reversed_padding_repeated_twice
             input, padding = nn.functional.pad(input, pads, mode=self.padding_mode), 0
-        return ops.conv2d(input, self.weight, self.bias, self.stride, padding, self.dilation,
-                          self.groups)  # fmt: skip
+        return conv2d(input, self.weight, self.bias, self.stride, padding, self.dilation,
+                      self.groups)  # fmt: skip
 
 
-class BatchNorm2d(nn.Module):
+class BatchNorm2d(ScratchModule):
     """Batch norm over ``(N, C, H, W)`` (:func:`reslab.ops.batch_norm2d`); mirrors
     :class:`torch.nn.BatchNorm2d`, including ``momentum=None`` (a cumulative
     average over ``num_batches_tracked`` batches) and ``track_running_stats``."""
@@ -215,22 +248,16 @@ class BatchNorm2d(nn.Module):
         )
 
     def forward(self, input: Tensor) -> Tensor:
-        if input.dim() != 4:
-            raise ValueError(f"expected 4D input (got {input.dim()}D input)")
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            if self.momentum is None:  # cumulative moving average
-                factor = 1.0 / float(self.num_batches_tracked)
+        count = self.num_batches_tracked if self.training and self.track_running_stats else None
         # Batch statistics in training, and in eval when there are no running buffers.
         use_batch = self.training or (self.running_mean is None and self.running_var is None)
         update = not self.training or self.track_running_stats
         mean, var = (self.running_mean, self.running_var) if update else (None, None)
-        return ops.batch_norm2d(input, mean, var, self.weight, self.bias, use_batch, factor,
-                                self.eps)  # fmt: skip
+        return batch_norm_step(input, mean, var, self.weight, self.bias, use_batch, self.momentum,
+                               self.eps, count)  # fmt: skip
 
 
-class Linear(nn.Module):
+class Linear(ScratchModule):
     """``x @ W.T + b`` (:func:`reslab.ops.linear`); mirrors :class:`torch.nn.Linear`."""
 
     def __init__(
@@ -251,7 +278,7 @@ class Linear(nn.Module):
         _reset_weight_and_bias(self)
 
     def forward(self, input: Tensor) -> Tensor:
-        return ops.linear(input, self.weight, self.bias)
+        return linear(input, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return (

@@ -2,6 +2,11 @@
 
 Twins of their torch.nn namesakes (constructor signatures, attributes, ``extra_repr``) whose
 forward passes call :mod:`reslab.ops`; re-exported by :mod:`reslab.layers.scratch`.
+
+PyTorch's program tools: ``torch.export`` and ``torch.compile`` trace the ops themselves.
+``torch.fx`` records each op as one call (``torch.fx.wrap``): an op works out its output size
+and strided views in Python from the input's shape, which FX's symbolic values cannot do, so
+the op runs when the graph does. ``torch.jit.script`` is refused (:class:`ScratchModule`).
 """
 
 from __future__ import annotations
@@ -10,12 +15,17 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import torch.fx
 from torch import Tensor, nn
 
-import reslab.ops as ops
+from reslab.ops import adaptive_avg_pool2d, avg_pool2d, flatten, max_pool2d, relu
 
 __all__ = ["AdaptiveAvgPool2d", "AvgPool2d", "Flatten", "Identity", "MaxPool2d", "ReLU",
-           "Sequential"]  # fmt: skip
+           "ScratchModule", "Sequential"]  # fmt: skip
+
+# torch.fx records these as single calls (see the module docstring).
+for _op in ("adaptive_avg_pool2d", "avg_pool2d", "flatten", "max_pool2d", "relu"):
+    torch.fx.wrap(_op)
 
 _PAIR = int | tuple[int, int]
 
@@ -25,7 +35,20 @@ def layer_pair(value: Any) -> tuple[int, ...]:
     return tuple(value) if isinstance(value, Iterable) else (value, value)
 
 
-class ReLU(nn.Module):
+class ScratchModule(nn.Module):
+    """The base of the from-scratch layers: refuses ``torch.jit.script`` with the reason."""
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        # torch.jit.script calls this on every submodule before compiling anything.
+        raise RuntimeError(
+            f"reslab's from-scratch {type(self).__name__} cannot be scripted: its op computes "
+            "output sizes and strided views in Python (the point of these layers), which "
+            "TorchScript cannot compile; use torch.export or torch.compile, or script the "
+            "torch-layer twin (layers='torch' takes the same state dict)"
+        )
+
+
+class ReLU(ScratchModule):
     """``max(x, 0)`` (:func:`reslab.ops.relu`); mirrors :class:`torch.nn.ReLU`.
 
     ``inplace`` is accepted and shown in the repr, but the forward pass always
@@ -38,13 +61,13 @@ class ReLU(nn.Module):
         self.inplace = inplace
 
     def forward(self, input: Tensor) -> Tensor:
-        return ops.relu(input)
+        return relu(input)
 
     def extra_repr(self) -> str:
         return "inplace=True" if self.inplace else ""
 
 
-class MaxPool2d(nn.Module):
+class MaxPool2d(ScratchModule):
     """Max pooling (:func:`reslab.ops.max_pool2d`); mirrors :class:`torch.nn.MaxPool2d`."""
 
     def __init__(
@@ -68,11 +91,11 @@ class MaxPool2d(nn.Module):
         )
 
     def forward(self, input: Tensor) -> Tensor | tuple[Tensor, Tensor]:
-        return ops.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
-                              self.ceil_mode, self.return_indices)  # fmt: skip
+        return max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                          self.ceil_mode, self.return_indices)  # fmt: skip
 
 
-class AvgPool2d(nn.Module):
+class AvgPool2d(ScratchModule):
     """Average pooling (:func:`reslab.ops.avg_pool2d`); mirrors :class:`torch.nn.AvgPool2d`."""
 
     def __init__(
@@ -93,11 +116,11 @@ class AvgPool2d(nn.Module):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
     def forward(self, input: Tensor) -> Tensor:
-        return ops.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
-                              self.count_include_pad, self.divisor_override)  # fmt: skip
+        return avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                          self.count_include_pad, self.divisor_override)  # fmt: skip
 
 
-class AdaptiveAvgPool2d(nn.Module):
+class AdaptiveAvgPool2d(ScratchModule):
     """Adaptive average pooling (:func:`reslab.ops.adaptive_avg_pool2d`); mirrors
     :class:`torch.nn.AdaptiveAvgPool2d`."""
 
@@ -109,10 +132,10 @@ class AdaptiveAvgPool2d(nn.Module):
         return f"output_size={self.output_size}"
 
     def forward(self, input: Tensor) -> Tensor:
-        return ops.adaptive_avg_pool2d(input, self.output_size)
+        return adaptive_avg_pool2d(input, self.output_size)
 
 
-class Flatten(nn.Module):
+class Flatten(ScratchModule):
     """Merge dims (:func:`reslab.ops.flatten`); mirrors :class:`torch.nn.Flatten`."""
 
     def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
@@ -120,13 +143,13 @@ class Flatten(nn.Module):
         self.start_dim, self.end_dim = start_dim, end_dim
 
     def forward(self, input: Tensor) -> Tensor:
-        return ops.flatten(input, self.start_dim, self.end_dim)
+        return flatten(input, self.start_dim, self.end_dim)
 
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
 
-class Identity(nn.Module):
+class Identity(ScratchModule):
     """Returns its input; accepts and ignores any arguments, like :class:`torch.nn.Identity`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -136,7 +159,7 @@ class Identity(nn.Module):
         return input
 
 
-class Sequential(nn.Module):
+class Sequential(ScratchModule):
     """Modules applied in order; children are named ``"0"``, ``"1"``, … (or by the keys of
     one ``OrderedDict``), so state-dict keys match :class:`torch.nn.Sequential`'s."""
 

@@ -12,7 +12,8 @@ from reslab.models.registry import (
     get_model_spec,
     list_models,
 )
-from reslab.models.resnet import Backbone, ResNet
+from reslab.models.resnet import ResNet
+from reslab.models.trunk import Backbone
 
 __all__ = [
     "ARCH_OPTIONS",

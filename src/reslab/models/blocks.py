@@ -7,6 +7,7 @@ torchvision state dicts load without renaming.
 from __future__ import annotations
 
 import torch
+import torch.fx
 from torch import Tensor, nn
 
 from reslab.layers import LayerSet
@@ -16,6 +17,7 @@ __all__ = [
     "Bottleneck",
     "ConvBlock",
     "DropPath",
+    "drop_path",
     "PadShortcut",
     "make_shortcut",
     "conv1x1",
@@ -53,6 +55,20 @@ def conv1x1(ls: LayerSet, in_planes: int, out_planes: int, stride: int = 1) -> n
     return ls.conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
 
 
+def drop_path(x: Tensor, p: float, training: bool) -> Tensor:
+    """Zero each sample's ``x`` with probability ``p`` and scale the rest by ``1/(1-p)``
+    (training only; the identity otherwise)."""
+    if p == 0.0 or not training:
+        return x
+    keep = 1.0 - p
+    mask = x.new_empty([x.shape[0]] + [1] * (x.dim() - 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
+# FX records drop_path as one call: its mask's shape comes from the input's.
+torch.fx.wrap("drop_path")
+
+
 class DropPath(nn.Module):
     """Stochastic depth: drop a sample's whole residual branch with probability ``p``.
 
@@ -65,11 +81,7 @@ class DropPath(nn.Module):
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
+        return drop_path(x, self.p, self.training)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -92,7 +104,7 @@ class PadShortcut(nn.Module):
         if self.extra == 0:
             return x
         front = self.extra // 2
-        return nn.functional.pad(x, (0, 0, 0, 0, front, self.extra - front))
+        return nn.functional.pad(x, [0, 0, 0, 0, front, self.extra - front])
 
     def extra_repr(self) -> str:
         return f"stride={self.stride}, extra_channels={self.extra}"

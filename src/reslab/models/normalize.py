@@ -33,6 +33,8 @@ class InputNormalize(nn.Module):
         bgr: reverse the channel order (RGB → BGR) before subtracting the mean.
     """
 
+    __jit_unused_properties__ = ["normalization", "num_channels"]
+
     def __init__(
         self,
         mean: Sequence[float] = IMAGENET_MEAN,
@@ -66,7 +68,7 @@ class InputNormalize(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.bgr:
-            x = x.flip(1)
+            x = x.flip([1])
         if self.scale != 1.0:
             x = x * self.scale
         return (x - self.mean) / self.std

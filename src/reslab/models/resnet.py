@@ -13,8 +13,9 @@ from reslab.layers import LayerSet, get_layer_set
 from reslab.models.blocks import BLOCKS, dirac_init_, get_block, make_shortcut, zero_init_last_bn
 from reslab.models.config import ArchConfig, DataConfig, ModelConfig
 from reslab.models.normalize import InputNormalize, channel_stats, default_data_config
+from reslab.models.trunk import Backbone, Trunk
 
-__all__ = ["ResNet", "Backbone"]
+__all__ = ["ResNet"]
 
 
 def _block_name(block: type[nn.Module]) -> str:
@@ -26,7 +27,7 @@ def _block_name(block: type[nn.Module]) -> str:
     return f"{block.__module__}:{block.__qualname__}"
 
 
-class ResNet(nn.Module):
+class ResNet(Trunk):
     """A residual network assembled from a layer set.
 
     Module names follow torchvision (``conv1``, ``bn1``, ``layer1.0.conv1``, …,
@@ -61,7 +62,18 @@ class ResNet(nn.Module):
 
     Everything but the weights is in :attr:`config` (a frozen :class:`ModelConfig`), so any
     ``ResNet`` can be saved and rebuilt from its checkpoint.
+
+    ``torch.fx`` (so torchvision's ``create_feature_extractor``), ``torch.jit.script``,
+    ``torch.export`` and ``torch.compile(fullgraph=True)`` all accept the model built from
+    torch.nn layers (see docs/tools.md).
     """
+
+    # TorchScript compiles the forward pass only: the config and the Python-side API stay out.
+    __jit_ignored_attributes__ = ["_config", "layer_set", "block"]
+    __jit_unused_properties__ = [
+        "config", "num_classes", "in_chans", "class_names", "default_cfg", "stages",
+        "backbone", "head",
+    ]  # fmt: skip
 
     def __init__(
         self,
@@ -126,7 +138,7 @@ class ResNet(nn.Module):
         widths = [max(1, int(round(w * width))) for w in stage_widths]
         self.normalize = normalize if normalize is not None else ls.identity()
         self._make_stem_layers(ls, arch, widths[0])
-        self.stage_names: list[str] = []
+        self.stage_names = []
         strides = arch.stage_strides or (1, *(2,) * (len(layers) - 1))
         self._make_stages(ls, widths, layers, strides, drop_path_rate)
 
@@ -151,6 +163,16 @@ class ResNet(nn.Module):
         return model
 
     # ----------------------------------------------------------------- config
+    @property
+    def config(self) -> ModelConfig:
+        """Everything but the weights (frozen: change it through the methods below)."""
+        return self._config
+
+    @config.setter
+    def config(self, config: ModelConfig) -> None:
+        self._config = config
+        self.input_chans = config.arch.in_chans  # what the (scriptable) input check reads
+
     @property
     def num_classes(self) -> int:
         return self.config.arch.num_classes
@@ -325,35 +347,6 @@ class ResNet(nn.Module):
         """The class model: one linear layer over the pooled embedding."""
         return self.fc
 
-    def _check_input(self, x: Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"expected images of shape (N, {self.in_chans}, H, W), got {tuple(x.shape)}"
-            )
-
-    def forward_stem(self, x: Tensor) -> Tensor:
-        """Normalisation, stem convolution(s) and max-pool: the input of the first stage."""
-        self._check_input(x)
-        x = self.normalize(x)
-        x = self.relu(self.bn1(self.conv1(x)))
-        return self.maxpool(x)
-
-    def features(self, x: Tensor) -> list[Tensor]:
-        """One feature map per stage (strides 4/8/16/32 for the ImageNet nets)."""
-        x = self.forward_stem(x)
-        maps = []
-        for stage in self.stages:
-            x = stage(x)
-            maps.append(x)
-        return maps
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """The last stage's feature map, before pooling."""
-        x = self.forward_stem(x)
-        for stage in self.stages:
-            x = stage(x)
-        return x
-
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """Pool a feature map; return the embedding (``pre_logits``) or the logits."""
         x = self.flatten(self.avgpool(x))
@@ -361,22 +354,3 @@ class ResNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
-
-
-class Backbone(nn.Module):
-    """The image → embedding half of a :class:`ResNet`.
-
-    It shares every module but ``fc`` with the model, so ``backbone.parameters()``
-    is exactly what a frozen-backbone fine-tune freezes.
-    """
-
-    def __init__(self, model: ResNet) -> None:
-        super().__init__()
-        for name, child in model.named_children():
-            if name != "fc":
-                self.add_module(name, child)
-        object.__setattr__(self, "_model", model)  # not a submodule: keeps fc out
-        self.num_features = model.num_features
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._model.forward_head(self._model.forward_features(x), pre_logits=True)

@@ -64,13 +64,17 @@ class Windows:
             stride = lead_stride[:3] + kern_stride + lead_stride[3:]
         else:
             size, stride = lead + kern, lead_stride + kern_stride
-        return t.as_strided(size, stride, t.storage_offset())
+        # No offset argument: the view starts where ``t`` starts (its own storage offset).
+        return t.as_strided(size, stride)
 
     def tap(self, t: Tensor, i: int, j: int) -> Tensor:
-        """Kernel position ``(i, j)`` of every window: ``(N, [G, C/G | C], H_out, W_out)``."""
-        size, stride, _, kern_stride = self._base(t)
-        offset = t.storage_offset() + i * kern_stride[0] + j * kern_stride[1]
-        return t.as_strided(size, stride, offset)
+        """Kernel position ``(i, j)`` of every window: ``(N, [G, C/G | C], H_out, W_out)``.
+
+        Selecting ``(i, j)`` on the kernel axes of :meth:`view` drops those axes and moves the
+        start ``i*dil_h*sH + j*dil_w*sW`` elements further into storage.
+        """
+        windows = self.view(t)
+        return windows[:, :, :, i, j] if self.layout == "conv" else windows[..., i, j]
 
     def cols_shape(self, shape: torch.Size) -> tuple[int, ...]:
         n, c = shape[:2]
