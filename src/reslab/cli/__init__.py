@@ -29,6 +29,8 @@ COMMAND_MODULES = (
     "reslab.cli.export_cmd",
     "reslab.cli.plot_cmd",
     "reslab.cli.embedding_cmd",
+    "reslab.cli.explain_cmd",
+    "reslab.cli.report_cmd",
 )
 
 

@@ -9,8 +9,11 @@ files: only the main process writes, every file atomically.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import json
 import os
 import random
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,8 +25,18 @@ import torch
 
 from reslab.files import FolderLock, atomic_write_json, atomic_write_text, sweep_temp_files
 from reslab.training import DistContext, init_distributed
+from reslab.version import __version__, git_commit
 
-__all__ = ["Run", "open_run", "seed_everything", "set_kernel_policy"]
+__all__ = [
+    "COMMAND_FILE",
+    "Run",
+    "open_run",
+    "record_command",
+    "seed_everything",
+    "set_kernel_policy",
+]
+
+COMMAND_FILE = "command.json"
 
 
 def seed_everything(seed: int) -> None:
@@ -43,6 +56,33 @@ def set_kernel_policy(deterministic: bool, device: torch.device) -> None:
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def record_command(folder: Path, dist: DistContext) -> Path:
+    """Append how this process was started to ``folder/command.json`` (``{"invocations":
+    [...]}``, one entry per start, so a resumed run keeps its history): the command line,
+    the time (UTC), reslab's version and git commit, torch, the device and process count."""
+    path = folder / COMMAND_FILE
+    try:
+        invocations = json.loads(path.read_text())["invocations"]
+        invocations = invocations if isinstance(invocations, list) else []
+    except (OSError, ValueError, KeyError, TypeError):
+        invocations = []
+    started = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
+    # `python -m pkg` puts pkg/__main__.py in argv[0]; a script or entry point its path.
+    argv = (
+        ["python", "-m", started.parent.name] if started.name == "__main__.py" else [started.name]
+    )
+    entry = {
+        "argv": argv + sys.argv[1:],
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "reslab": __version__,
+        "git_commit": git_commit(),
+        "torch": torch.__version__,
+        "device": str(dist.device),
+        "world_size": dist.world_size,
+    }
+    return atomic_write_json(path, {"invocations": [*invocations, entry]})
 
 
 @dataclass
@@ -108,7 +148,8 @@ def open_run(
         threads: torch CPU threads.
         deterministic: deterministic CUDA kernels instead of autotuned ones.
 
-    Temporary files a killed writer left in the folder are removed once the lock is held.
+    Temporary files a killed writer left in the folder are removed once the lock is held,
+    and the command line is recorded (:func:`record_command`).
     """
     if threads:
         torch.set_num_threads(threads)
@@ -119,6 +160,8 @@ def open_run(
         lock = FolderLock(folder)
         sweep_temp_files(folder)
     try:
+        if lock is not None:
+            record_command(folder, dist)
         seed_everything(seed)
         set_kernel_policy(deterministic, dist.device)
         yield Run(folder, dist)

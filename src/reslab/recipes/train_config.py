@@ -137,6 +137,14 @@ class TrainConfig:
         "flag",
         flags=("--skip-bad-images",),
     )
+    report: bool = option(
+        True,
+        "write RUN_DIR/report.html at the end (`reslab train` does; from Python call "
+        "reslab.analysis.write_report)",
+        "flag",
+        flags=("--report", "--no-report"),
+        runtime=True,
+    )
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with the run
 
     def __post_init__(self) -> None:
