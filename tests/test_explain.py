@@ -121,7 +121,7 @@ def test_cli_one_png_per_image_and_one_line_per_bad_file(ckpt, model, images, tm
     out, err = capsys.readouterr()
     assert code == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "a-2-gradcam.png", "a-gradcam.png", "b-gradcam.png",
+        "b-gradcam.png", f"{images.name}-a-gradcam.png", "sub-a-gradcam.png",
     ]  # fmt: skip
     lines = err.strip().splitlines()
     assert (
@@ -136,7 +136,7 @@ def test_cli_one_png_per_image_and_one_line_per_bad_file(ckpt, model, images, tm
     first = out.splitlines()[0]
     for i in probs.argsort(descending=True)[:2].tolist():
         assert f"{NAMES[i]} {100 * float(probs[i]):.1f}%" in first
-    with Image.open(tmp_path / "a-gradcam.png") as img:
+    with Image.open(tmp_path / f"{images.name}-a-gradcam.png") as img:
         assert img.size[0] == round(2.8 * 3 * 110)  # input + 2 classes
 
 

@@ -126,10 +126,13 @@ def test_report_numbers_match_an_independent_evaluation(run, data):
     losses = F.cross_entropy(logits, labels, reduction="none")
     wrong = [i for i in losses.argsort(descending=True).tolist() if pred[i] != labels[i]]
     assert [item.index for item in got.top] == wrong[:4]
-    # A limit takes the same fixed subset every time.
-    part = analyze_test_set(model, config, limit=25, top=0)
+    # A limit takes the same fixed subset every time, and numbers images as the split does.
+    part = analyze_test_set(model, config, limit=25, top=3)
     assert part.count == 25 and part.total == 60 and int(part.confusion.sum()) == 25
     assert torch.equal(part.confusion, analyze_test_set(model, config, limit=25, top=0).confusion)
+    for item in part.top:
+        assert item.index in wrong and item.true == int(labels[item.index])
+        assert item.loss == pytest.approx(float(losses[item.index]), abs=1e-4)
 
 
 def test_report_without_its_test_data_still_renders(run, tmp_path):

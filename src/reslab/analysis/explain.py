@@ -18,7 +18,14 @@ from torch import Tensor, nn
 from reslab.analysis.gradcam import eval_mode, gradcam
 from reslab.analysis.overlay import save_figure, show_image, show_map
 
-__all__ = ["Explanation", "class_index", "explain", "explain_figure", "plot_explanation"]
+__all__ = [
+    "Explanation",
+    "class_index",
+    "explain",
+    "explain_figure",
+    "percent",
+    "plot_explanation",
+]
 
 
 @dataclass(frozen=True)
@@ -109,21 +116,25 @@ def explain_figure(
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     panels = 1 + len(explanation.classes)
-    fig = Figure(figsize=(2.8 * panels, 3.2))
+    fig = Figure(figsize=(2.8 * panels, 3.2), layout="constrained")
     axes = fig.subplots(1, panels, squeeze=False)[0]
     show_image(axes[0], explanation.image)
     axes[0].set_title("input", fontsize=9)
     for ax, (_, name, prob), cam in zip(axes[1:], explanation.classes, explanation.maps):
         show_map(ax, explanation.image, cam, alpha=alpha, cmap=cmap)
-        ax.set_title(f"{_shorten(name)}\n{100 * prob:.1f}%", fontsize=9)
+        ax.set_title(f"{_shorten(name)}\n{percent(prob)}", fontsize=9)
     fig.suptitle(title or explanation.source, fontsize=10)
-    fig.tight_layout()
     return fig
 
 
 def plot_explanation(explanation: Explanation, path: str | Path, **kwargs) -> Path:
     """Write :func:`explain_figure` as a PNG, atomically; ``kwargs`` go to it."""
     return save_figure(explain_figure(explanation, **kwargs), path)
+
+
+def percent(prob: float) -> str:
+    """A probability as a percentage: one decimal, or one significant digit below 0.1 %."""
+    return f"{100 * prob:.1f}%" if prob >= 0.001 else f"{100 * prob:.1g}%"
 
 
 def _shorten(name: str, limit: int = 28) -> str:

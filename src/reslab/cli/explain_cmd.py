@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from reslab.analysis import CAM_METHODS, explain, plot_explanation
+from reslab.analysis.explain import percent
 from reslab.cli.argtypes import positive_int
 from reslab.data import ImageDecodeError
 from reslab.inference import class_names_of, load_for_model
@@ -18,16 +19,21 @@ __all__ = ["register"]
 
 
 def output_paths(images: list[str], out: Path, method: str) -> list[Path]:
-    """``OUT/<stem>-<method>.png`` per image; a name already taken gets ``-2``, ``-3``…"""
+    """``OUT/<stem>-<method>.png`` per image. Files with the same stem in different folders
+    are told apart by their folder (``cat-0000-…``, ``dog-0000-…``), and any name still
+    taken gets ``-2``, ``-3``…"""
     tag = method.replace("++", "pp")
+    stems = [Path(image).stem or "image" for image in images]
+    repeated = {s for s in stems if stems.count(s) > 1}
     taken: set[Path] = set()
     paths = []
-    for image in images:
-        stem = Path(image).stem or "image"
-        path, n = out / f"{stem}-{tag}.png", 1
+    for image, stem in zip(images, stems):
+        parent = Path(image).resolve().parent.name
+        base = f"{parent}-{stem}" if stem in repeated and parent else stem
+        path, n = out / f"{base}-{tag}.png", 1
         while path in taken:
             n += 1
-            path = out / f"{stem}-{n}-{tag}.png"
+            path = out / f"{base}-{n}-{tag}.png"
         taken.add(path)
         paths.append(path)
     return paths
@@ -51,7 +57,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             layer=args.layer,
         )  # fmt: skip
         plot_explanation(result, path, title=f"{Path(image).name}: {result.source}")
-        shown = ", ".join(f"{name} {100 * p:.1f}%" for _, name, p in result.classes)
+        shown = ", ".join(f"{name} {percent(p)}" for _, name, p in result.classes)
         print(f"{image}: {shown} -> {path}")
     return 1 if failed else 0
 

@@ -139,8 +139,8 @@ class TrainConfig:
     )
     report: bool = option(
         True,
-        "write RUN_DIR/report.html at the end (`reslab train` does; from Python call "
-        "reslab.analysis.write_report)",
+        "the run's report.html, one self-contained page (written by the `reslab train` "
+        "command; from Python: reslab.analysis.write_report)",
         "flag",
         flags=("--report", "--no-report"),
         runtime=True,

@@ -82,9 +82,11 @@ def confusion_png(confusion: Tensor, class_names: Sequence[str], title: str) -> 
         return path.read_bytes()
 
 
-def top_loss_tile(item: TopLoss, *, min_side: int = 112) -> bytes:
-    """The image and the same image under its class map, side by side, as PNG bytes."""
+def top_loss_tile(item: TopLoss, *, min_side: int = 112, max_side: int = 160) -> bytes:
+    """The image and the same image under its class map, side by side, as PNG bytes
+    (small images enlarged, large ones shrunk, so the page stays light)."""
     plain = (image_array(item.image) * 255).round().astype(np.uint8)
     overlay = heat_overlay(item.image, item.cam)
     gap = np.full((plain.shape[0], max(1, plain.shape[1] // 16), 3), 255, np.uint8)
-    return array_png(np.concatenate([plain, gap, overlay], axis=1), min_side=min_side)
+    tile = np.concatenate([plain, gap, overlay], axis=1)
+    return array_png(tile, min_side=min_side, max_side=max_side)

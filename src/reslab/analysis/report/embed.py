@@ -71,15 +71,21 @@ def figure_html(fig, alt: str, caption: str | Markup | None = None, *, dpi: int 
     return element("figure", join(parts))
 
 
-def array_png(pixels: np.ndarray, *, min_side: int = 0) -> bytes:
-    """An ``(H, W, 3)`` uint8 array as PNG bytes, enlarged (nearest neighbour, whole
-    multiples) until its shorter side is at least ``min_side``: small images stay crisp."""
+def array_png(pixels: np.ndarray, *, min_side: int = 0, max_side: int | None = None) -> bytes:
+    """An ``(H, W, 3)`` uint8 array as PNG bytes. Small images are enlarged (nearest
+    neighbour, whole multiples: they stay crisp) until the shorter side is at least
+    ``min_side``; large ones shrunk until the shorter side is at most ``max_side``."""
     from PIL import Image
 
     image = Image.fromarray(np.ascontiguousarray(pixels))
-    factor = max(1, -(-min_side // max(1, min(image.size))))
+    short = max(1, min(image.size))
+    factor = max(1, -(-min_side // short))
     if factor > 1:
         image = image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+    elif max_side is not None and short > max_side:
+        scale = max_side / short
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.LANCZOS)
     buf = io.BytesIO()
     image.save(buf, format="PNG", optimize=True)
     return buf.getvalue()

@@ -8,7 +8,7 @@ random subset, the same every time), and class maps for the ``top`` worst of the
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -37,6 +37,7 @@ class EvalAnalysis:
     top: list[TopLoss]
     method: str
     layer: str | None
+    top_files: list[str] = field(default_factory=list)  # file of each top loss (folders)
 
     def per_class(self) -> list[tuple[str, int, int, float]]:
         """``(class, correct, images, accuracy)`` per class."""
@@ -93,9 +94,11 @@ def analyze(
     if n_model != n_data:
         raise ValueError(f"the model scores {n_model} classes but the data has {n_data}")
     total = len(ds)
+    chosen = torch.arange(total)
     if limit is not None and limit < total:
         g = torch.Generator().manual_seed(0)
-        ds = ds.subset(torch.randperm(total, generator=g)[:limit].sort().values)
+        chosen = torch.randperm(total, generator=g)[:limit].sort().values
+        ds = ds.subset(chosen)
     device = next(model.parameters()).device
     loader = make_loader(
         ds, batch_size, train=False, device=device, model_cfg=model.default_cfg, workers=0
@@ -106,12 +109,17 @@ def analyze(
         model, _Mapped(loader, transform), top, only_wrong=True, class_index=class_index,
         layer=layer, method=method, batch_size=min(batch_size, 32),
     ) if top else []  # fmt: skip
+    files = getattr(ds, "paths", None)
+    top_files = [str(files[item.index]) for item in items] if files is not None else []
+    # Number the images as the whole split does, not as the subset.
+    items = [replace(item, index=int(chosen[item.index])) for item in items]
     if layer is None and method != "saliency":
         layer = (getattr(model, "stage_names", None) or [None])[-1]
     return EvalAnalysis(
         data=data, split=split, total=total, count=result.count, accuracy=result.accuracy,
         loss=result.loss, confusion=result.confusion,
         class_names=list(class_names or ds.class_names), top=items, method=method, layer=layer,
+        top_files=top_files,
     )  # fmt: skip
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "escape",
     "format_value",
     "join",
+    "key_value_grid",
     "key_value_table",
     "page",
     "section",
@@ -134,6 +135,18 @@ def table(headers: Sequence[Any] | None, rows: Iterable[Sequence[Any]]) -> Marku
 def key_value_table(values: Mapping[str, Any]) -> Markup:
     """A two-column table: one row per key."""
     rows = (element("tr", join([element("th", k), _cell("td", v)])) for k, v in values.items())
+    return element("table", join(rows))
+
+
+def key_value_grid(values: Mapping[str, Any], columns: int = 3) -> Markup:
+    """Name/value pairs, ``columns`` pairs per row: long configs stay short on the page."""
+    items = list(values.items())
+    rows = []
+    for start in range(0, len(items), columns):
+        cells = []
+        for k, v in items[start : start + columns]:
+            cells += [element("th", k), _cell("td", v)]
+        rows.append(element("tr", join(cells)))
     return element("table", join(rows))
 
 

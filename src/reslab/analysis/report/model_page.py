@@ -10,7 +10,7 @@ from typing import Any
 from torch import nn
 
 from reslab.analysis.report.evaluate import EvalAnalysis
-from reslab.analysis.report.html import Markup, element, join, key_value_table
+from reslab.analysis.report.html import Markup, element, join, key_value_grid, key_value_table
 from reslab.analysis.report.run_page import (
     Section,
     cards,
@@ -52,7 +52,7 @@ def model_sections(
         ("images", analysis.count),
         ("classes", len(analysis.class_names)),
     ]
-    about: list[Markup] = [key_value_table(model_facts(model, spec))]
+    about: list[Markup] = [key_value_grid(model_facts(model, spec))]
     if argv:
         about = [element("h3", "command"), element("div", shlex.join(argv), class_="cmd"),
                  element("h3", "the model"), *about]  # fmt: skip

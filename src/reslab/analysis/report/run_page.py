@@ -3,13 +3,22 @@ accuracy, confusion matrix, top losses, environment."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from reslab.analysis.report.charts import confusion_png, curves_figure, top_loss_tile
 from reslab.analysis.report.embed import figure_html, image_html
 from reslab.analysis.report.evaluate import EvalAnalysis
 from reslab.analysis.report.facts import RunFacts
-from reslab.analysis.report.html import Markup, element, format_value, join, key_value_table, table
+from reslab.analysis.report.html import (
+    Markup,
+    element,
+    format_value,
+    join,
+    key_value_grid,
+    key_value_table,
+    table,
+)
 
 __all__ = [
     "RUN_SECTIONS",
@@ -73,7 +82,7 @@ def command_section(facts: RunFacts) -> Section:
     else:
         body.append(note("no command.json: the command line was not recorded"))
     body.append(element("h3", f"config ({facts.recipe})"))
-    body.append(key_value_table(facts.config) if facts.config else note("no config.json"))
+    body.append(key_value_grid(facts.config) if facts.config else note("no config.json"))
     return "command", "Command and config", join(body)
 
 
@@ -156,8 +165,10 @@ def top_losses_section(analysis: EvalAnalysis) -> Section:
     for rank, item in enumerate(analysis.top, 1):
         caption = (
             f"#{rank} · true: {names[item.true]} · predicted: {names[item.pred]} "
-            f"({100 * item.prob:.1f}%) · loss {item.loss:.2f} · test image {item.index}"
+            f"({100 * item.prob:.1f}%) · loss {item.loss:.2f} · {analysis.split} image {item.index}"
         )
+        if rank <= len(analysis.top_files):
+            caption += f" · {Path(analysis.top_files[rank - 1]).name}"
         alt = f"top loss {rank}: {names[item.true]} predicted as {names[item.pred]}"
         tiles.append(
             element(
