@@ -163,8 +163,11 @@ def test_report_of_a_model_on_a_data_set(run, data, tmp_path, capsys):
     assert f"<b>{format_value(expected.accuracy)}</b>" in text  # the summary card
     assert main([*args[:2], "--data", "cifar10", "--data-dir", str(tmp_path)]) == 2
     assert main(["report", str(run), "--restrict-classes"]) == 2
+    bad_layer = ["report", str(run), "--layer", "layer9", "--limit", "10", "--out", str(out)]
+    assert main(bad_layer) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and all(e.startswith("reslab report: error:") for e in err)
+    assert len(err) == 3 and all(e.startswith("reslab report: error:") for e in err)
+    assert "layer9" in err[2] and "layer3" in err[2]  # the model's stages are suggested
 
 
 def test_command_json_records_the_process(run):

@@ -15,13 +15,12 @@ import torch
 from torch import nn
 
 from reslab.analysis.report.environment import environment
-from reslab.analysis.report.evaluate import EvalAnalysis, analyze, analyze_test_set
+from reslab.analysis.report.evaluate import analyze, load_test_data
 from reslab.analysis.report.experiment import experiment_sections, find_experiment
 from reslab.analysis.report.facts import collect_run
 from reslab.analysis.report.html import page
 from reslab.analysis.report.model_page import model_sections
 from reslab.analysis.report.run_page import run_sections
-from reslab.data import DataNotFoundError
 from reslab.files import atomic_write_text
 from reslab.version import __version__
 from reslab.weights import load_checkpoint
@@ -75,18 +74,17 @@ def build_report(
         )
     facts = collect_run(folder)
     analysis, error = None, None
-    try:
-        analysis = _analyze(facts.model_path, facts.config, limit, top, method, layer, device)
-    except (DataNotFoundError, ValueError, OSError) as err:
+    try:  # the test data may be gone (another machine, a moved folder): a note, not a failure
+        dataset = load_test_data(facts.config)
+    except (ValueError, OSError) as err:
         error = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    else:
+        model = load_checkpoint(facts.model_path)
+        model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        options = {"limit": limit, "top": top, "method": method, "layer": layer}
+        analysis = analyze(model, dataset, data=str(facts.config["data"]), **options)
     subtitle = f"{facts.recipe} run · {folder.resolve().name}"
     return page(facts.title, subtitle, run_sections(facts, analysis, error, here), _footer())
-
-
-def _analyze(model_path, config, limit, top, method, layer, device) -> EvalAnalysis:
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_checkpoint(model_path).to(device)
-    return analyze_test_set(model, config, limit=limit, top=top, method=method, layer=layer)
 
 
 def build_model_report(

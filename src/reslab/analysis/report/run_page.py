@@ -3,6 +3,7 @@ accuracy, confusion matrix, top losses, environment."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +49,17 @@ HEADLINE = (
 
 
 def note(text: str) -> Markup:
+    """A highlighted remark: what is missing and why."""
     return element("p", text, class_="note")
 
 
 def cards(values: list[tuple[str, Any]]) -> Markup:
-    cards = [
+    """Headline numbers as boxes: the value large, its name under it."""
+    boxes = [
         element("div", join([element("b", format_value(v)), element("span", k)]), class_="card")
         for k, v in values
     ]
-    return element("div", join(cards), class_="cards")
+    return element("div", join(boxes), class_="cards")
 
 
 def summary_section(facts: RunFacts, analysis: EvalAnalysis | None) -> Section:
@@ -132,9 +135,8 @@ def metrics_section(facts: RunFacts) -> Section:
 def per_class_section(analysis: EvalAnalysis) -> Section:
     rows = []
     for name, correct, total, acc in analysis.per_class():
-        bar = Markup(
-            f'<span class="bar" style="width:{150 * acc if acc == acc else 0:.0f}px"></span>'
-        )
+        width = 0 if math.isnan(acc) else round(150 * acc)
+        bar = Markup(f'<span class="bar" style="width:{width}px"></span>')
         rows.append([name, correct, total, acc, bar])
     body = table(["class", "correct", "images", "accuracy", ""], rows)
     return "per-class", "Per-class accuracy", body
