@@ -226,3 +226,25 @@ def test_ddp_with_syncbn_on_cuda_matches_one_process(tmp_path):
     assert ddp["losses"] == pytest.approx(ref["losses"], rel=1e-4, abs=1e-5)
     for a, b in zip(ddp["weights"], ref["weights"]):
         torch.testing.assert_close(torch.tensor(a), torch.tensor(b), rtol=1e-4, atol=1e-5)
+
+
+def test_explain_and_the_report_analysis_on_cuda_match_the_cpu():
+    from reslab.analysis import explain
+    from reslab.analysis.report.evaluate import analyze
+    from reslab.data import TensorImageDataset
+
+    torch.manual_seed(0)
+    model = randomize_bn(reslab.create_model("resnet20", num_classes=10)).eval()
+    names = [f"class {i}" for i in range(10)]
+    image = torch.rand(3, 32, 32)
+    images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
+    ds = TensorImageDataset(images, torch.randint(0, 10, (40,)), names)
+    on_cpu = explain(model, image, names, topk=3), analyze(model, ds, top=4)
+    model.cuda()
+    on_gpu = explain(model, image.cuda(), names, topk=3), analyze(model, ds, top=4)
+    assert [c[0] for c in on_gpu[0].classes] == [c[0] for c in on_cpu[0].classes]
+    torch.testing.assert_close(on_gpu[0].maps, on_cpu[0].maps, atol=1e-3, rtol=0)
+    assert torch.equal(on_gpu[1].confusion, on_cpu[1].confusion)
+    assert [t.index for t in on_gpu[1].top] == [t.index for t in on_cpu[1].top]
+    cams = [torch.stack([t.cam for t in result.top]) for result in (on_gpu[1], on_cpu[1])]
+    torch.testing.assert_close(*cams, atol=1e-3, rtol=0)

@@ -76,6 +76,8 @@ def test_results_files_follow_the_runs_histories(experiment):
     manifest = json.loads((experiment / "experiment.json").read_text())  # for reslab report
     assert manifest["figures"][0]["file"] == "degradation.png"
     assert manifest["tables"][0]["file"] == "results.md" and manifest["title"]
+    html = (experiment / "report.html").read_text()  # written by the command by default
+    assert "data:image/png;base64," in html and manifest["title"] in html and "<script" not in html
 
 
 def test_the_clean_training_error_is_measured_in_eval_mode_on_a_fixed_subset(experiment, data):

@@ -1,4 +1,5 @@
-"""Analysis: class embeddings, decision regions, and the heads they are drawn for."""
+"""Analysis: what a model sees (class activation maps, top losses, explanations, the HTML
+report of a run), class embeddings, decision regions and the heads they are drawn for."""
 
 from reslab.analysis.decision import (
     Plane,
@@ -16,23 +17,55 @@ from reslab.analysis.embeddings import (
     find_classifier,
     split_class_embedding,
 )
+from reslab.analysis.explain import (
+    Explanation,
+    class_index,
+    explain,
+    explain_figure,
+    plot_explanation,
+)
+from reslab.analysis.gradcam import CAM_METHODS, gradcam
 from reslab.analysis.heads import fit_head, head_accuracy, linear_head, vgg_head
+from reslab.analysis.report import REPORT_NAME, build_model_report, build_report, write_report
+from reslab.analysis.top_losses import (
+    TopLoss,
+    plot_top_losses,
+    top_losses,
+    top_losses_figure,
+    top_losses_records,
+)
 
 __all__ = [
+    "CAM_METHODS",
     "ClassEmbeddingReport",
     "ClassEmbeddingSplit",
+    "Explanation",
     "Plane",
+    "REPORT_NAME",
+    "TopLoss",
     "axis_planes",
+    "build_model_report",
+    "build_report",
     "class_embedding_report",
+    "class_index",
     "cone_disagreement",
     "decision_map",
     "example_planes",
+    "explain",
+    "explain_figure",
     "find_classifier",
     "fit_head",
+    "gradcam",
     "head_accuracy",
     "head_in_features",
     "linear_head",
     "plot_decision_regions",
+    "plot_explanation",
+    "plot_top_losses",
     "split_class_embedding",
+    "top_losses",
+    "top_losses_figure",
+    "top_losses_records",
     "vgg_head",
+    "write_report",
 ]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reslab.analysis.gradcam import eval_mode, gradcam
+from reslab.analysis.overlay import save_figure, show_map
 
-__all__ = ["TopLoss", "plot_top_losses", "top_losses", "top_losses_figure"]
+__all__ = ["TopLoss", "plot_top_losses", "top_losses", "top_losses_figure", "top_losses_records"]
 
 Data = Iterable[Sequence[Tensor]] | tuple[Tensor, Tensor]
 
@@ -159,7 +158,32 @@ def plot_top_losses(
 ) -> Path:
     """Write :func:`top_losses_figure` as a PNG, atomically (a temporary file in the same
     folder, then renamed onto ``path``). ``kwargs`` go to :func:`top_losses_figure`."""
-    return _save_png(top_losses_figure(items, class_names, **kwargs), Path(path))
+    return save_figure(top_losses_figure(items, class_names, **kwargs), path)
+
+
+def top_losses_records(
+    items: Sequence[TopLoss],
+    class_names: Sequence[str] | None = None,
+    files: Sequence[str | Path] | None = None,
+) -> list[dict]:
+    """The items as JSON-ready dicts (rank, index, true/predicted class and name,
+    probability, loss; ``file`` when ``files`` maps sample indices to file paths)."""
+    records = []
+    for rank, item in enumerate(items, 1):
+        record = {
+            "rank": rank,
+            "index": item.index,
+            "true": item.true,
+            "true_name": _name(class_names, item.true),
+            "pred": item.pred,
+            "pred_name": _name(class_names, item.pred),
+            "prob": round(item.prob, 6),
+            "loss": round(item.loss, 6),
+        }
+        if files is not None and 0 <= item.index < len(files):
+            record["file"] = str(files[item.index])
+        records.append(record)
+    return records
 
 
 def top_losses_figure(
@@ -194,12 +218,7 @@ def top_losses_figure(
 
 
 def _draw(ax, item: TopLoss, class_names: Sequence[str] | None, alpha: float, cmap: str) -> None:
-    image = item.image.detach().float().cpu().clamp(0, 1)
-    if image.shape[0] == 1:
-        ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
-    else:
-        ax.imshow(image[:3].permute(1, 2, 0).numpy())
-    ax.imshow(item.cam.float().numpy(), cmap=cmap, alpha=alpha, vmin=0, vmax=1)
+    show_map(ax, item.image, item.cam, alpha=alpha, cmap=cmap)
     ax.set_title(
         f"{_name(class_names, item.true)} / {_name(class_names, item.pred)} / {item.prob:.2f}",
         fontsize=8,
@@ -210,19 +229,3 @@ def _name(class_names: Sequence[str] | None, index: int) -> str:
     if class_names is not None and 0 <= index < len(class_names):
         return str(class_names[index])
     return str(index)
-
-
-def _save_png(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, format="png")
-        umask = os.umask(0)  # mkstemp makes 0600 files; give the mode open() would
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

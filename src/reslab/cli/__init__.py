@@ -31,6 +31,8 @@ COMMAND_MODULES = (
     "reslab.cli.embedding_cmd",
     "reslab.cli.experiment_cmd",
     "reslab.cli.analyze_cmd",
+    "reslab.cli.explain_cmd",
+    "reslab.cli.report_cmd",
 )
 
 

@@ -6,10 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
+from reslab.analysis import plot_top_losses, top_losses, top_losses_records
 from reslab.cli import CliError
 from reslab.cli.argtypes import count, folder, names, positive_int
 from reslab.data import load_dataset, make_loader
-from reslab.files import check_output_file
+from reslab.files import atomic_write_json, check_output_file
 from reslab.inference import class_names_of, restrict_class_index
 from reslab.training import evaluate
 from reslab.training.plots import format_confusion, plot_confusion
@@ -72,10 +73,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
         title=f"accuracy {result.accuracy:.4f} ({result.count} images)",
     )
     print(f"wrote {out}")
+    if args.top_losses:
+        _write_top_losses(args.top_losses, model, loader, ds, class_index, out)
     if args.json:
         numbers = {"accuracy": result.accuracy, "top5": result.top5, "loss": result.loss}
         print(json.dumps({**numbers, "count": result.count}))
     return 0
+
+
+def _write_top_losses(n: int, model, loader, ds, class_index, confusion_png: Path) -> None:
+    """The ``n`` most confidently wrong images as a grid (with the Grad-CAM of the predicted
+    class) and a JSON list, beside the confusion matrix."""
+    items = top_losses(model, loader, n, only_wrong=True, class_index=class_index)
+    png = confusion_png.with_name("top_losses.png")
+    records = top_losses_records(items, ds.class_names, getattr(ds, "paths", None))
+    atomic_write_json(png.with_suffix(".json"), records)
+    if items:
+        plot_top_losses(items, ds.class_names, png)
+        print(f"wrote {png} and {png.with_suffix('.json')} ({len(items)} wrong images)")
+    else:
+        print(f"no wrong images: wrote an empty {png.with_suffix('.json')}")
 
 
 def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction) -> None:
@@ -101,4 +118,11 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
     p.add_argument("--skip-bad-images", action="store_true", help="leave unreadable files out")
     p.add_argument("--out", help="confusion-matrix PNG (default: beside the checkpoint)")
     p.add_argument("--json", action="store_true", help="also print the numbers as JSON")
+    p.add_argument(
+        "--top-losses",
+        type=positive_int,
+        metavar="N",
+        help="also save the N most confidently wrong images with their Grad-CAM "
+        "(top_losses.png/.json beside the confusion matrix)",
+    )
     p.set_defaults(func=cmd_eval)

@@ -4,7 +4,9 @@ and a figure."""
 from __future__ import annotations
 
 import argparse
+import sys
 
+from reslab.analysis import write_report
 from reslab.cli.options import add_config_options, config_fields_from_args
 from reslab.recipes.degradation import DegradationConfig, run_degradation
 from reslab.recipes.fastbook import FastbookConfig, run_fastbook
@@ -22,7 +24,7 @@ def cmd_degradation(args: argparse.Namespace) -> int:
         test = 100 * row["test_error_mean"]
         print(f"{row['arm']:<12} {row['depth']:>5} {shown} {test:13.2f}  {row['n']}")
     print(f"wrote {cfg.out}/results.json, results.md, degradation.png")
-    return 0
+    return _report(cfg.out, cfg.report)
 
 
 def cmd_fastbook(args: argparse.Namespace) -> int:
@@ -35,6 +37,16 @@ def cmd_fastbook(args: argparse.Namespace) -> int:
             f"{100 * r['accuracy']:7.2f} {r['seconds']:6.0f}"
         )
     print(f"wrote {cfg.out}/results.json, results.md, lr_find.png")
+    return _report(cfg.out, cfg.report)
+
+
+def _report(folder: str, wanted: bool) -> int:
+    """The experiment's report.html; the runs succeeded, so a failing report is a warning."""
+    if wanted:
+        try:
+            print(f"wrote {write_report(folder)}")
+        except (ValueError, OSError) as err:
+            print(f"reslab experiment: warning: no report: {err}", file=sys.stderr)
     return 0
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
+from reslab.analysis import write_report
 from reslab.cli import CliError
 from reslab.cli.options import add_config_options, config_fields_from_args
 from reslab.recipes import TrainConfig, resume_config, run_training
@@ -28,16 +30,26 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"({cfg.model} on {cfg.data}, {cfg.epochs} epochs, {metrics['wall_seconds']:.0f} s, "
             f"{metrics['samples_per_s']} samples/s) -> {cfg.out}"
         )
+        if cfg.report:
+            _report(cfg.out, cfg.device)
     return 0
+
+
+def _report(out: str, device: str | None) -> None:
+    """The run's report; training succeeded, so a report that fails is a warning."""
+    try:
+        print(f"wrote {write_report(out, device=device)}")
+    except (ValueError, OSError) as err:
+        print(f"reslab train: warning: no report: {err}", file=sys.stderr)
 
 
 def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a model on fashion-mnist, cifar10 or an image folder",
-        description="Train; writes model.safetensors, checkpoint, history.csv/json, curves.png "
-        "and metrics.json into --out, and prints the test accuracy. Under torchrun, --bs is "
-        "per process.",
+        description="Train; writes model.safetensors, checkpoint, history.csv/json, curves.png, "
+        "metrics.json and report.html into --out, and prints the test accuracy. Under "
+        "torchrun, --bs is per process.",
     )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR exactly")
     add_config_options(p, TrainConfig)

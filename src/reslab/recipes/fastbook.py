@@ -77,6 +77,10 @@ class FastbookConfig:
         None, "cpu or cuda", default_text="cuda when available", runtime=True
     )
     threads: int | None = option(None, "torch CPU threads", "positive_int", runtime=True)
+    report: bool = option(
+        True, "write report.html at the end", "flag", flags=("--report", "--no-report"),
+        runtime=True,
+    )  # fmt: skip
     progress: bool = option(
         True, "progress bars", "flag", flags=("--progress", "--no-progress"), runtime=True
     )

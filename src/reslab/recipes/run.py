@@ -9,9 +9,12 @@ files: only the main process writes, every file atomically.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import json
 import os
 import random
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,14 +33,17 @@ from reslab.files import (
     sweep_temp_files,
 )
 from reslab.training import DistContext, init_distributed
+from reslab.version import __version__, git_commit
 
 __all__ = [
+    "COMMAND_FILE",
     "EXISTING",
     "RUN_FILES",
     "RunFolderError",
     "Run",
     "open_run",
     "prepare_run_folder",
+    "record_command",
     "seed_everything",
     "set_kernel_policy",
 ]
@@ -50,9 +56,9 @@ RUN_FILES = (
     "config.json", "metrics.json", "history.csv", "history.json", "curves.png",
     "lr_find.json", "lr_find.png", "model.safetensors", "checkpoint.safetensors",
     "checkpoint.train_state-*.pt", "confusion.png", "report.html", "top_losses.png",
-    "top_losses.json", "tensorboard",
+    "top_losses.json", "tensorboard", "command.json",
 )  # fmt: skip
-IGNORED = (".lock",)
+IGNORED = (".lock", "command.json")  # a folder holding only these has no run in it
 
 
 class RunFolderError(ValueError):
@@ -83,6 +89,9 @@ def prepare_run_folder(folder: Path, existing: str) -> None:
         )
 
 
+COMMAND_FILE = "command.json"
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's generators."""
     random.seed(seed)
@@ -100,6 +109,33 @@ def set_kernel_policy(deterministic: bool, device: torch.device) -> None:
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def record_command(folder: Path, dist: DistContext) -> Path:
+    """Append how this process was started to ``folder/command.json`` (``{"invocations":
+    [...]}``, one entry per start, so a resumed run keeps its history): the command line,
+    the time (UTC), reslab's version and git commit, torch, the device and process count."""
+    path = folder / COMMAND_FILE
+    try:
+        invocations = json.loads(path.read_text())["invocations"]
+        invocations = invocations if isinstance(invocations, list) else []
+    except (OSError, ValueError, KeyError, TypeError):
+        invocations = []
+    started = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
+    # `python -m pkg` puts pkg/__main__.py in argv[0]; a script or entry point its path.
+    argv = (
+        ["python", "-m", started.parent.name] if started.name == "__main__.py" else [started.name]
+    )
+    entry = {
+        "argv": argv + sys.argv[1:],
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "reslab": __version__,
+        "git_commit": git_commit(),
+        "torch": torch.__version__,
+        "device": str(dist.device),
+        "world_size": dist.world_size,
+    }
+    return atomic_write_json(path, {"invocations": [*invocations, entry]})
 
 
 @dataclass
@@ -169,7 +205,8 @@ def open_run(
             (see :func:`prepare_run_folder`).
 
     The folder's lock is taken first (a second writer is refused at once), then temporary
-    files a killed writer left there are removed, before any data or model is loaded.
+    files a killed writer left there are removed and the command line is recorded
+    (:func:`record_command`), before any data or model is loaded.
     """
     if out is not None:
         check_output_dir(out)
@@ -187,6 +224,8 @@ def open_run(
             lock.release()
             raise
     try:
+        if lock is not None:
+            record_command(folder, dist)
         seed_everything(seed)
         set_kernel_policy(deterministic, dist.device)
         yield Run(folder, dist)

@@ -157,6 +157,14 @@ class TrainConfig:
         "flag",
         flags=("--skip-bad-images",),
     )
+    report: bool = option(
+        True,
+        "the run's report.html, one self-contained page (written by the `reslab train` "
+        "command; from Python: reslab.analysis.write_report)",
+        "flag",
+        flags=("--report", "--no-report"),
+        runtime=True,
+    )
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with the run
 
     def __post_init__(self) -> None:

@@ -1,0 +1,88 @@
+"""``reslab explain``: where a model looks, per image: its top classes with their heat maps."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from reslab.analysis import CAM_METHODS, explain, plot_explanation
+from reslab.analysis.explain import percent
+from reslab.cli.argtypes import positive_int
+from reslab.data import ImageDecodeError
+from reslab.inference import class_names_of, load_for_model
+from reslab.weights import resolve_model
+
+__all__ = ["register"]
+
+
+def output_paths(images: list[str], out: Path, method: str) -> list[Path]:
+    """``OUT/<stem>-<method>.png`` per image. Files with the same stem in different folders
+    are told apart by their folder (``cat-0000-…``, ``dog-0000-…``), and any name still
+    taken gets ``-2``, ``-3``…"""
+    tag = method.replace("++", "pp")
+    stems = [Path(image).stem or "image" for image in images]
+    repeated = {s for s in stems if stems.count(s) > 1}
+    taken: set[Path] = set()
+    paths = []
+    for image, stem in zip(images, stems):
+        parent = Path(image).resolve().parent.name
+        base = f"{parent}-{stem}" if stem in repeated and parent else stem
+        path, n = out / f"{base}-{tag}.png", 1
+        while path in taken:
+            n += 1
+            path = out / f"{base}-{n}-{tag}.png"
+        taken.add(path)
+        paths.append(path)
+    return paths
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = resolve_model(args.spec)
+    names = class_names_of(model)
+    failed = 0
+    for image, path in zip(args.images, output_paths(args.images, Path(args.out), args.method)):
+        try:
+            pixels = load_for_model(image, model)
+        except (ImageDecodeError, OSError) as err:
+            print(f"reslab explain: error: {str(err).strip().splitlines()[0]}", file=sys.stderr)
+            failed += 1
+            continue
+        result = explain(
+            model, pixels, names, topk=args.topk, target=args.target, method=args.method,
+            layer=args.layer,
+        )  # fmt: skip
+        plot_explanation(result, path, title=f"{Path(image).name}: {result.source}")
+        shown = ", ".join(f"{name} {percent(p)}" for _, name, p in result.classes)
+        print(f"{image}: {shown} -> {path}")
+    return 1 if failed else 0
+
+
+def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "explain",
+        help="heat maps of where a model finds its top classes in images (Grad-CAM)",
+        description="One PNG per image: the image, then for each of the top-k classes (or the "
+        "--class) its class activation map over the image, titled with the class and its "
+        "probability. A file that cannot be read gets a one-line error; the others are still "
+        "explained and the exit code is 1.",
+    )
+    p.add_argument("spec", metavar="MODEL@TAG|CKPT|RUN_DIR")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--topk", type=positive_int, default=3, help="classes per image (default 3)")
+    p.add_argument(
+        "--class", dest="target", metavar="NAME", help="explain this class (name or index) only"
+    )
+    p.add_argument("--method", choices=CAM_METHODS, default="gradcam", help="(default: gradcam)")
+    p.add_argument(
+        "--layer",
+        metavar="NAME",
+        help="module whose activations are weighted (default: the last stage, layer4/layer3)",
+    )
+    p.add_argument("--out", default=".", metavar="DIR", help="output folder (default: .)")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    p.set_defaults(func=cmd_explain)

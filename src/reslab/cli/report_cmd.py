@@ -1,0 +1,112 @@
+"""``reslab report``: one self-contained HTML page about a run, an experiment, or a model
+on a data set."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import torch
+
+from reslab.analysis import CAM_METHODS, REPORT_NAME, build_model_report, write_report
+from reslab.cli import CliError
+from reslab.cli.argtypes import count, positive_int
+from reslab.data import load_dataset
+from reslab.files import atomic_write_text
+from reslab.inference import class_names_of, restrict_class_index
+from reslab.weights import resolve_model
+
+__all__ = ["register"]
+
+
+def _options(args: argparse.Namespace) -> dict:
+    limit = None if args.all else args.limit
+    return {"limit": limit, "top": args.top_losses, "method": args.method, "layer": args.layer}
+
+
+def _command(args: argparse.Namespace) -> list[str]:
+    """The command line that makes this report again."""
+    argv = ["reslab", "report", args.target, "--data", args.data, "--split", args.split]
+    flags = {"--data-dir": args.data_dir, "--restrict-classes": args.restrict_classes,
+             "--method": args.method, "--layer": args.layer}  # fmt: skip
+    for flag, value in flags.items():
+        if value:
+            argv += [flag, value]
+    argv += ["--all"] if args.all else ["--limit", str(args.limit)]
+    return [*argv, "--top-losses", str(args.top_losses)]
+
+
+def _model_report(args: argparse.Namespace) -> Path:
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = resolve_model(args.target).to(device)
+    ds = load_dataset(args.data, args.split, data_dir=args.data_dir, progress=False)
+    class_index = names = None
+    if args.restrict_classes:
+        model_names = class_names_of(model)
+        class_index = restrict_class_index(model_names, ds.class_names, args.restrict_classes)
+        names = [model_names[i] for i in class_index]
+    elif model.num_classes != len(ds.class_names):
+        raise CliError(
+            f"the model scores {model.num_classes} classes but the data has "
+            f"{len(ds.class_names)}; pass --restrict-classes"
+        )
+    html = build_model_report(
+        model, ds, spec=args.target, data=args.data, split=args.split, argv=_command(args),
+        class_index=class_index, class_names=names, **_options(args),
+    )  # fmt: skip
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{args.target}-{Path(args.data).name}").strip("-")
+    return atomic_write_text(Path(args.out or f"report-{slug}.html"), html)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    if args.data:
+        path = _model_report(args)
+    elif args.restrict_classes or args.data_dir:
+        raise CliError("--data-dir and --restrict-classes go with --data (a model's report)")
+    else:
+        path = write_report(args.target, args.out, device=args.device, **_options(args))
+    print(f"wrote {path}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help=f"write FOLDER/{REPORT_NAME}: a run's or an experiment's self-contained page",
+        description="A run folder gets its command and config, data, training curves, "
+        "metrics, per-class accuracy, confusion matrix, top losses with their class "
+        "activation maps and the environment; an experiment folder (experiment.json, or "
+        "results.md/.json/.csv) its figures and tables. With --data, TARGET is a model "
+        "(MODEL@TAG, CKPT, RUN_DIR) and the page shows it on that data. One HTML file: "
+        "images embedded, no script, nothing fetched from a network.",
+    )
+    p.add_argument("target", metavar="RUN_DIR|EXPERIMENT_DIR|MODEL@TAG")
+    p.add_argument("--out", metavar="FILE", help=f"where to write (default FOLDER/{REPORT_NAME})")
+    p.add_argument("--data", help="report on the model TARGET on this data set")
+    p.add_argument("--data-dir", metavar="DIR", help="with --data: where to look for it first")
+    p.add_argument(
+        "--split", default="test", choices=["test", "valid", "train"], help="(default: test)"
+    )
+    p.add_argument(
+        "--restrict-classes",
+        nargs="?",
+        const="auto",
+        metavar="LIST",
+        help="with --data: score only the data's classes among the model's (as `reslab eval`)",
+    )
+    p.add_argument(
+        "--limit",
+        type=positive_int,
+        default=2000,
+        metavar="N",
+        help="analyse at most N test images, a fixed random subset (default 2000)",
+    )
+    p.add_argument("--all", action="store_true", help="analyse every test image")
+    p.add_argument(
+        "--top-losses", type=count, default=12, metavar="N", help="wrong images shown (default 12)"
+    )
+    p.add_argument("--method", choices=CAM_METHODS, default="gradcam", help="(default: gradcam)")
+    p.add_argument("--layer", metavar="NAME", help="layer of the class maps (default: last stage)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.set_defaults(func=cmd_report)
