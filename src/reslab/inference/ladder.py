@@ -149,8 +149,10 @@ def _interleaved(runners: dict[str, Callable], x: Tensor, runs: int) -> dict[str
 def _top1(run: Callable[[Tensor], Tensor], data: Iterable[tuple[Tensor, Tensor]]) -> float:
     correct = total = 0
     for images, labels in data:
-        correct += int((run(images).argmax(1).cpu() == labels.cpu()).sum())
-        total += len(labels)
+        labels = labels.cpu()
+        scored = labels >= 0  # a negative label marks padding (a full batch for compiled code)
+        correct += int((run(images).argmax(1).cpu() == labels)[scored].sum())
+        total += int(scored.sum())
     return correct / max(total, 1)
 
 
@@ -177,7 +179,8 @@ def run_ladder(
         reference: the speed reference run eagerly (e.g. torchvision's twin); default ``model``.
         reference_name: its label in the table.
         calib: calibration images for the int8 engines.
-        eval_data: a function returning fresh ``(images, labels)`` batches for top-1.
+        eval_data: a function returning fresh ``(images, labels)`` batches for top-1
+            (labels below 0 mark padding images, which are not scored).
         runs: timed batches per engine (median reported).
         latency_runs: timed single images per engine (p50/p95).
         log: progress messages.
