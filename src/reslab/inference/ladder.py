@@ -1,0 +1,270 @@
+"""The inference ladder: every engine on the same inputs, interleaved, speed against accuracy.
+
+Each rung is timed run by run in turn with the others (so drift of a shared machine hits them
+alike) and reported as the median; its logits are compared with fp32 eager's on the same
+batch; with evaluation data, its top-1 is measured on real images. Achieved GFLOP/s are set
+against the machine's peak for the rung's precision (:func:`cpu_peak`), so a reader sees how
+close to the limit each rung is.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from reslab.inference.engines import ENGINE_NAMES, EngineUnavailable, get_engine
+
+__all__ = ["Ladder", "Peak", "Rung", "cpu_peak", "flops_per_image", "format_ladder", "run_ladder"]
+
+
+@dataclass
+class Peak:
+    """Peak arithmetic of the CPUs this process may use, from /proc/cpuinfo and assumptions."""
+
+    cpus: int
+    ghz: float
+    fp32_lanes: int
+    fma_units: int
+    flags: tuple[str, ...]
+    note: str
+
+    @property
+    def fp32_gflops(self) -> float:
+        return self.cpus * self.ghz * self.fp32_lanes * self.fma_units * 2
+
+    def gflops(self, precision: str) -> float | None:
+        """Peak GFLOP/s (ops/s for int8) of ``precision``: fp32, bf16 (dot-product
+        instructions: 2x fp32) or int8 (VNNI: 4x fp32); ``None`` without the instructions."""
+        if precision == "fp32":
+            return self.fp32_gflops
+        if precision == "bf16" and "avx512_bf16" in self.flags:
+            return 2 * self.fp32_gflops
+        if precision == "int8" and ("avx512_vnni" in self.flags or "avx_vnni" in self.flags):
+            lanes_factor = 1 if "avx512_vnni" in self.flags else self.fp32_lanes / 16
+            return 4 * self.fp32_gflops * lanes_factor if lanes_factor >= 1 else None
+        return None
+
+
+def cpu_peak(cpuinfo: str | None = None) -> Peak | None:
+    """This machine's fp32 peak: CPUs × clock × SIMD lanes × FMA units × 2, or ``None``.
+
+    The clock is /proc/cpuinfo's ``cpu MHz`` (in a VM the TSC rate, often the base clock:
+    turbo can be higher, so the peak may be an underestimate). The number of FMA units is not
+    visible and is assumed: 2 per core on x86 cores with AVX2/AVX-512, except AMD Zen 4
+    (family 25), whose AVX-512 runs on 256-bit units (counted as 1 unit of 16 lanes).
+    """
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as fh:
+                cpuinfo = fh.read()
+        except OSError:
+            return None
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    try:
+        ghz = float(fields["cpu MHz"]) / 1000
+    except (KeyError, ValueError):
+        return None
+    flags = tuple(fields.get("flags", "").split())
+    lanes = 16 if "avx512f" in flags else 8 if {"avx2", "fma"} <= set(flags) else 4
+    units = 2 if lanes >= 8 else 1
+    zen4 = fields.get("vendor_id") == "AuthenticAMD" and fields.get("cpu family") == "25"
+    if lanes == 16 and zen4:
+        units = 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    note = (
+        f"{cpus} CPUs x {ghz:.2f} GHz (cpu MHz; turbo may be higher) x {lanes} fp32 lanes x "
+        f"{units} FMA units (assumed) x 2"
+    )
+    return Peak(cpus or 1, ghz, lanes, units, flags, note)
+
+
+def flops_per_image(model: nn.Module, example: Tensor) -> float:
+    """FLOPs (a multiply-add = 2) of one forward pass per image, by torch's flop counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.eval()(example)
+    return counter.get_total_flops() / len(example)
+
+
+@dataclass
+class Rung:
+    engine: str
+    precision: str
+    images_per_s: float | None = None
+    ratio: float | None = None
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    max_abs_dlogit: float | None = None
+    rel_dlogit: float | None = None
+    top1: float | None = None
+    gflops: float | None = None
+    peak_fraction: float | None = None
+    prepare_s: float | None = None
+    skipped: str | None = None
+
+
+@dataclass
+class Ladder:
+    rungs: list[Rung]
+    reference: str
+    batch: int
+    flops_per_image: float
+    peak: Peak | None
+    threads: int = field(default_factory=torch.get_num_threads)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        if self.peak is not None:
+            out["peak"]["fp32_gflops"] = self.peak.fp32_gflops
+            out["peak"].pop("flags")
+        return out
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _interleaved(runners: dict[str, Callable], x: Tensor, runs: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    names = list(runners)
+    for r in range(runs):
+        for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate the order
+            start = time.perf_counter()
+            runners[name](x)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def _top1(run: Callable[[Tensor], Tensor], data: Iterable[tuple[Tensor, Tensor]]) -> float:
+    correct = total = 0
+    for images, labels in data:
+        labels = labels.cpu()
+        scored = labels >= 0  # a negative label marks padding (a full batch for compiled code)
+        correct += int((run(images).argmax(1).cpu() == labels)[scored].sum())
+        total += int(scored.sum())
+    return correct / max(total, 1)
+
+
+def run_ladder(
+    model: nn.Module,
+    images: Tensor,
+    *,
+    engines: Sequence[str] = ENGINE_NAMES,
+    reference: nn.Module | None = None,
+    reference_name: str = "eager",
+    calib: Tensor | None = None,
+    eval_data: Callable[[], Iterable[tuple[Tensor, Tensor]]] | None = None,
+    runs: int = 5,
+    latency_runs: int = 20,
+    log: Callable[[str], None] = lambda _: None,
+) -> Ladder:
+    """Measure every engine in ``engines`` on ``images`` (one batch, 0–1), interleaved.
+
+    Args:
+        model: the classifier (its eager fp32 logits are the accuracy reference).
+        images: the timed batch; its first image is the batch-1 latency input.
+        engines: engine names; ones this machine cannot run, or int8 without ``calib``,
+            become rows with ``skipped`` set (never calibrated on noise).
+        reference: the speed reference run eagerly (e.g. torchvision's twin); default ``model``.
+        reference_name: its label in the table.
+        calib: calibration images for the int8 engines.
+        eval_data: a function returning fresh ``(images, labels)`` batches for top-1
+            (labels below 0 mark padding images, which are not scored).
+        runs: timed batches per engine (median reported).
+        latency_runs: timed single images per engine (p50/p95).
+        log: progress messages.
+    """
+    with torch.no_grad():
+        expected = model.eval()(images).float()
+    ref_module = (reference if reference is not None else model).eval()
+
+    def reference_run(x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return ref_module(x)
+
+    runners: dict[str, Callable] = {f"ref:{reference_name}": reference_run}
+    rungs: dict[str, Rung] = {}
+    for name in engines:
+        engine = get_engine(name)
+        rung = rungs[name] = Rung(name, engine.precision)
+        if engine.needs_calibration and calib is None:
+            rung.skipped = "needs calibration images (--calib DATA)"
+            continue
+        start = time.perf_counter()
+        try:
+            run = engine.prepare(model, example=images[:2], calib=calib)
+        except EngineUnavailable as err:
+            rung.skipped = str(err).split(": ", 1)[-1]
+            continue
+        for x in (images, images, images[:1], images[:1]):
+            run(x)  # warm-up, and compilation for both batch sizes
+        rung.prepare_s = time.perf_counter() - start
+        runners[name] = run
+        log(f"prepared {name} in {rung.prepare_s:.0f} s")
+    for x in (images, images[:1]):
+        reference_run(x)
+    batch_times = _interleaved(runners, images, runs)
+    single_times = _interleaved(runners, images[:1], latency_runs)
+    flops = flops_per_image(model, images[:1])
+    peak = cpu_peak() if images.device.type == "cpu" else None
+    base = len(images) / statistics.median(batch_times[f"ref:{reference_name}"])
+    for name, rung in rungs.items():
+        if name not in runners:
+            continue
+        rung.images_per_s = len(images) / statistics.median(batch_times[name])
+        rung.ratio = rung.images_per_s / base
+        rung.p50_ms = 1e3 * statistics.median(single_times[name])
+        rung.p95_ms = 1e3 * _percentile(single_times[name], 0.95)
+        logits = runners[name](images).float().cpu()
+        rung.max_abs_dlogit = float((logits - expected.cpu()).abs().max())
+        rung.rel_dlogit = rung.max_abs_dlogit / float(expected.abs().max())
+        rung.gflops = rung.images_per_s * flops / 1e9
+        limit = peak.gflops(rung.precision) if peak else None
+        rung.peak_fraction = rung.gflops / limit if limit else None
+        if eval_data is not None:
+            rung.top1 = _top1(runners[name], eval_data())
+            log(f"{name}: top-1 {rung.top1:.2%}")
+    return Ladder(list(rungs.values()), reference_name, len(images), flops, peak)
+
+
+def format_ladder(ladder: Ladder) -> str:
+    """The ladder as a fixed-width table, one row per rung, then the peak it is set against."""
+    head = (
+        f"{'engine':<10} {'prec':<5} {'img/s':>7} {'ratio':>6} {'p50 ms':>7} {'p95 ms':>7} "
+        f"{'max|dlogit|':>11} {'top-1 %':>15} {'GFLOP/s':>8} {'of peak':>7}"
+    )
+    lines = [head]
+    eager_top1 = next((r.top1 for r in ladder.rungs if r.engine == "eager"), None)
+    for r in ladder.rungs:
+        if r.skipped:
+            lines.append(f"{r.engine:<10} {r.precision:<5} skipped: {r.skipped}")
+            continue
+        top1 = "" if r.top1 is None else f"{100 * r.top1:.2f}"
+        if r.top1 is not None and eager_top1 is not None and r.engine != "eager":
+            top1 += f" ({100 * (r.top1 - eager_top1):+.2f})"
+        frac = "" if r.peak_fraction is None else f"{100 * r.peak_fraction:.0f}%"
+        lines.append(
+            f"{r.engine:<10} {r.precision:<5} {r.images_per_s:7.2f} {r.ratio:5.2f}x "
+            f"{r.p50_ms:7.1f} {r.p95_ms:7.1f} {r.max_abs_dlogit:11.2e} {top1:>15} "
+            f"{r.gflops:8.1f} {frac:>7}"
+        )
+    lines.append(
+        f"ratio: against {ladder.reference} eager fp32 at batch {ladder.batch}; "
+        f"{ladder.flops_per_image / 1e9:.2f} GFLOP per image"
+    )
+    peak = ladder.peak
+    lines.append(
+        f"peak: {peak.fp32_gflops:.0f} GFLOP/s fp32 = {peak.note}" if peak else "peak: unknown"
+    )
+    return "\n".join(lines)

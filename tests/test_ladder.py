@@ -1,0 +1,63 @@
+"""The inference ladder: peak arithmetic by hand, and a two-rung ladder on a small model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import reslab
+from reslab.inference.ladder import cpu_peak, flops_per_image, format_ladder, run_ladder
+
+ZEN5 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 26
+cpu MHz\t\t: 2600.000
+flags\t\t: fpu sse2 avx fma avx2 avx512f avx512_bf16 avx512_vnni
+"""
+ZEN4 = ZEN5.replace("cpu family\t: 26", "cpu family\t: 25")
+HASWELL = """vendor_id\t: GenuineIntel
+cpu family\t: 6
+cpu MHz\t\t: 3000.0
+flags\t\t: sse2 avx fma avx2
+"""
+
+
+def test_peak_from_cpuinfo_by_hand(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda _: {0, 1})
+    zen5 = cpu_peak(ZEN5)
+    # 2 CPUs x 2.6 GHz x 16 lanes x 2 FMA units x 2 FLOPs
+    assert zen5.fp32_gflops == pytest.approx(2 * 2.6 * 16 * 2 * 2)
+    assert zen5.gflops("bf16") == pytest.approx(2 * zen5.fp32_gflops)
+    assert zen5.gflops("int8") == pytest.approx(4 * zen5.fp32_gflops)
+    assert cpu_peak(ZEN4).fp32_gflops == pytest.approx(2 * 2.6 * 16 * 1 * 2)
+    haswell = cpu_peak(HASWELL)
+    assert haswell.fp32_gflops == pytest.approx(2 * 3.0 * 8 * 2 * 2)
+    assert haswell.gflops("bf16") is None and haswell.gflops("int8") is None
+    assert cpu_peak("processor : 0\n") is None  # no clock: cannot be known
+
+
+def test_flop_count_of_a_conv_by_hand():
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    # 8 outputs x 3 x 3 x 3 multiply-adds at each of 5 x 5 positions, 2 FLOPs each
+    assert flops_per_image(conv, torch.rand(2, 3, 5, 5)) == 2 * 8 * 27 * 25
+
+
+def test_two_rung_ladder_on_resnet20(one_thread):
+    model = reslab.create_model("resnet20", num_classes=10, in_chans=1).eval()
+    images = torch.rand(4, 1, 28, 28)
+    labels = model(images).argmax(1).detach()  # eager's own predictions: top-1 must be 1.0
+
+    ladder = run_ladder(
+        model,
+        images,
+        engines=("eager", "fast", "onnx-int8"),
+        eval_data=lambda: [(images, labels)],
+        runs=2,
+        latency_runs=2,
+    )
+    eager, fast, int8 = ladder.rungs
+    assert eager.max_abs_dlogit == 0.0 and eager.top1 == 1.0 and fast.top1 == 1.0
+    assert fast.max_abs_dlogit < 1e-4 and fast.images_per_s > 0 and fast.p95_ms >= fast.p50_ms
+    assert int8.skipped and "calibration" in int8.skipped and int8.images_per_s is None
+    table = format_ladder(ladder)
+    assert "fast" in table and "skipped: needs calibration" in table
