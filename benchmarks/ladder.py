@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from reslab.bench import cpu_name
+from reslab.models.profile import cpu_name
 
 
 def _datasets(name: str):
