@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+# Debian's dataset-fashion-mnist package (.ci/run installs it): the original idx files.
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def read_idx_gz(path: Path) -> np.ndarray:
+    """A gzipped uint8 idx file read by hand (magic 0 0 0x08 ndim, big-endian dims, data)."""
+    raw = gzip.decompress(path.read_bytes())
+    assert raw[:3] == b"\x00\x00\x08", f"{path}: not a uint8 idx file"
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def shared_data_dir() -> Path | None:
@@ -18,6 +33,14 @@ def shared_data_dir() -> Path | None:
         if candidate is not None and candidate.is_dir():
             return candidate
     return None
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory) -> Path:
+    """One reslab cache folder for the whole run. A test points ``$RESLAB_CACHE`` here (with
+    its own monkeypatch) so expensive entries, such as CIFAR-10's 10,000 test JPEGs extracted
+    and decoded, are made once per run and shared, never taken from the user's cache."""
+    return tmp_path_factory.mktemp("reslab-cache")
 
 
 @pytest.fixture(autouse=True)

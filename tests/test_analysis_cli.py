@@ -79,9 +79,39 @@ def test_model_head_regions_and_embedding_report(tiny_folder, tiny_checkpoint, t
     out = capsys.readouterr().out
     assert "2 classes x 16 dims" in out
     assert "min -0.1250 (class 1 (top))" in out  # folder classes sort: bottom, top
-    changed = re.search(r"top-1 changes without the bias on (\d+) of 16 images", out)
-    assert changed is not None
-    assert re.search(r"top-1 accuracy: [\d.]+ % with bias, [\d.]+ % without", out)
+
+
+def _test_images(folder):
+    """The test split by hand: PIL decode, 0-1 floats, labels in sorted folder order."""
+    images, labels = [], []
+    for label, name in enumerate(("bottom", "top")):
+        for path in sorted((folder / "test" / name).glob("*.png")):
+            images.append(torch.from_numpy(np.array(Image.open(path))).permute(2, 0, 1))
+            labels.append(label)
+    return torch.stack(images).float() / 255, torch.tensor(labels)
+
+
+def test_embedding_counts_the_top1_changes_the_bias_makes(tiny_folder, tmp_path, capsys):
+    x, y = _test_images(tiny_folder)
+    model = create_model("resnet20", num_classes=2, width=0.25).eval()
+    with torch.no_grad():
+        model.fc.bias.zero_()
+        scores = model(x)  # the logits without a bias
+    # A bias between two images' margins, near the median: dropping it flips some top-1s.
+    margins = (scores[:, 1] - scores[:, 0]).sort().values
+    shift = float(margins[7] + margins[8]) / 2
+    with torch.no_grad():
+        model.fc.bias.copy_(torch.tensor([shift, 0.0]))
+    with_bias = (scores + model.fc.bias).argmax(1)
+    changed = int((with_bias != scores.argmax(1)).sum())
+    assert 0 < changed < 16  # the count can be told from "none" and "all"
+    path = save_checkpoint(tmp_path / "biased.safetensors", model)
+
+    assert main(["embedding", str(path), "--data", str(tiny_folder)]) == 0
+    out = capsys.readouterr().out
+    assert f"top-1 changes without the bias on {changed} of 16 images" in out
+    accuracy = [100 * float((pred == y).float().mean()) for pred in (with_bias, scores.argmax(1))]
+    assert f"top-1 accuracy: {accuracy[0]:.2f} % with bias, {accuracy[1]:.2f} % without" in out
 
 
 def test_embedding_without_data_prints_bias_only(capsys):

@@ -276,8 +276,8 @@ def test_unknown_dataset_name():
 
 @pytest.mark.slow
 @pytest.mark.skipif(shared_data_dir() is None, reason="shared data folder not available")
-def test_real_cifar10_jpg_copy(monkeypatch, tmp_path):
-    monkeypatch.delenv("XDG_CACHE_HOME")  # the real cache: extraction is slow
+def test_real_cifar10_jpg_copy(monkeypatch, session_cache):
+    monkeypatch.setenv("RESLAB_CACHE", str(session_cache))  # extracted once per run
     ds = load_dataset("cifar10", "test", data_dir=shared_data_dir(), classes=["airplane", "bird"])
     assert ds.images.shape == (2000, 3, 32, 32)
     mean = ds.images.double().mean().item() / 255

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import math
+import random
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -94,16 +96,32 @@ def test_bf16_autocast_on_cpu():
         def after_loss(self):
             seen.append(self.learn.pred.dtype)
 
+    model, ref = toy_net(), toy_net()
     learn = learner(
-        toy_net(),
+        model,
         batches(x, y, 16),
         batches(x, y, 16),
         cbs=[MixedPrecision("bf16"), Dtype()],
         lr=0.1,
+        wd=0.0,
     )
     learn.fit(2)
     assert seen and all(d == torch.bfloat16 for d in seen)
-    assert learn.recorder.history[-1]["train_loss"] < learn.recorder.history[0]["train_loss"] + 1
+    # Reference: the same steps by hand under torch.autocast (bf16 forward, fp32 weights).
+    opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    losses = []
+    for _ in range(2):
+        for xb, yb in batches(x, y, 16):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = nn.functional.cross_entropy(ref(xb), yb)
+            losses.append(loss.item())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    assert learn.recorder.losses == pytest.approx(losses, rel=1e-6)
+    for p, q in zip(model.parameters(), ref.parameters()):
+        assert p.dtype == torch.float32
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
 
 
 def test_fp16_gradscaler_skips_inf_steps():
@@ -164,33 +182,121 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
         assert torch.isfinite(v).all(), k
 
 
-def test_lr_find_sweeps_and_restores():
+def _mse_on_one_hot(pred, target):
+    # Unlike cross-entropy on this separable toy set, a quadratic loss blows up at large LRs.
+    return (pred - nn.functional.one_hot(target, 4).float()).pow(2).mean()
+
+
+@pytest.mark.parametrize("end_lr, stops_early", [(1.0, False), (10.0, True)])
+def test_lr_find_sweep_against_a_plain_loop(end_lr, stops_early):
     x, y = toy_data(64)
-    model = toy_net()
-    learn = learner(model, batches(x, y, 8), lr=0.1)
-    before = copy.deepcopy(model.state_dict())
-    res = lr_find(learn, start_lr=1e-5, end_lr=1.0, num_it=20)
-    ratios = [b / a for a, b in zip(res.lrs, res.lrs[1:])]
-    assert ratios == pytest.approx([10 ** (5 / 19)] * len(ratios), rel=1e-6)
-    assert res.lrs[0] == pytest.approx(1e-5) and len(res.lrs) <= 20
-    assert 1e-5 <= res.suggestion <= 1.0
-    # smoothing: debiased EMA of the raw losses (beta 0.98)
-    avg = 0.0
-    for i, raw in enumerate(res.raw_losses, 1):
-        avg = 0.98 * avg + 0.02 * raw
-        assert res.losses[i - 1] == pytest.approx(avg / (1 - 0.98**i))
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, before[k])
-    assert learn.recorder.history == [] and learn.step == 0
+    train = batches(x, y, 8)  # 8 batches an epoch: the 40-step sweep spans 5 epochs
+    model, ref = toy_net(), toy_net()
+    learn = learner(model, train, lr=0.1, wd=0.0, loss_func=_mse_on_one_hot)
+    res = lr_find(learn, start_lr=1e-3, end_lr=end_lr, num_it=40)
+
+    # Reference: step i at lr = start * (end/start) ** (i / (num_it - 1)), a debiased EMA of
+    # the losses (beta 0.98), stop after 40 steps or once it exceeds 4x its best value.
+    opt = torch.optim.SGD(ref.parameters(), lr=1.0, momentum=0.9, nesterov=True)
+    lrs, raw, smooth, avg, best = [], [], [], 0.0, math.inf
+    for i in range(40):
+        lr = 1e-3 * (end_lr / 1e-3) ** (i / 39)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        xb, yb = train[i % len(train)]
+        loss = _mse_on_one_hot(ref(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        avg = 0.98 * avg + 0.02 * loss.item()
+        lrs.append(lr)
+        raw.append(loss.item())
+        smooth.append(avg / (1 - 0.98 ** (i + 1)))
+        best = min(best, smooth[-1])
+        if smooth[-1] > 4 * best:
+            break
+    assert (len(lrs) < 40) == stops_early  # both ends of the sweep are exercised
+    assert res.lrs == pytest.approx(lrs, rel=1e-12, abs=0)
+    assert res.raw_losses == pytest.approx(raw, rel=1e-5)
+    assert res.losses == pytest.approx(smooth, rel=1e-5)
+
+
+class _DrawsRandom(Callback):
+    """Draws from Python's and NumPy's generators every batch (the model's dropout draws
+    from torch's), so a sweep that does not put them back changes the next fit."""
+
+    def before_batch(self):
+        random.random()
+        np.random.rand()
+
+
+def _seeded_learner():
+    torch.manual_seed(0)
+    random.seed(0)
+    np.random.seed(0)
+    x, y = toy_data(64)
+    model = nn.Sequential(toy_net(), nn.Dropout(0.3))
+    return learner(model, batches(x, y, 8), lr=0.05, cbs=[_DrawsRandom()])
+
+
+def _assert_same(a, b):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b)
+    elif isinstance(a, np.ndarray):
+        assert np.array_equal(a, b)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            _assert_same(a[k], b[k])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for u, v in zip(a, b):
+            _assert_same(u, v)
+    else:
+        assert a == b
+
+
+def test_lr_find_restores_model_optimizer_rng_and_counters():
+    learn = _seeded_learner()
+    learn.fit(1)  # momentum buffers, counters and history now exist
+    model = copy.deepcopy(learn.model.state_dict())
+    opt = copy.deepcopy(learn.opt.state_dict())
+    rngs = (torch.get_rng_state(), random.getstate(), np.random.get_state())
+    counters = (learn.step, learn.epoch, learn.train_iter)
+    history = copy.deepcopy(learn.recorder.history)
+    res = lr_find(learn, start_lr=1e-4, end_lr=1.0, num_it=12)
+    assert len(res.lrs) == 12
+    _assert_same(learn.model.state_dict(), model)
+    _assert_same(learn.opt.state_dict(), opt)  # momentum buffers and each group's lr
+    _assert_same((torch.get_rng_state(), random.getstate(), np.random.get_state()), rngs)
+    assert (learn.step, learn.epoch, learn.train_iter) == counters
+    assert learn.recorder.history == history
+    # So the next fit continues exactly as if the sweep had never run.
+    learn.fit(1)
+    twin = _seeded_learner()
+    twin.fit(1)
+    twin.fit(1)
+    _assert_same(learn.model.state_dict(), twin.model.state_dict())
+    assert learn.step == twin.step == 16
 
 
 def test_suggest_lr_finds_steepest_descent():
     from reslab.training import suggest_lr
 
-    lrs = [10 ** (-6 + i * 0.25) for i in range(25)]
-    # a loss that falls fastest around lr = 1e-3, bottoms out, then explodes
-    losses = [2.0 - math.tanh(2 * (math.log10(lr) + 3)) + (5 if lr > 0.1 else 0) for lr in lrs]
-    assert suggest_lr(lrs, losses) == pytest.approx(1e-3, rel=0.8)
+    lrs = [10 ** (-6 + i * 0.25) for i in range(25)]  # equal steps in log LR
+    # Loss drops d[i] = losses[i + 1] - losses[i]: a gentle fall, the steepest pair of drops
+    # at 9 and 10, the minimum at 16, then a jump up at 17 and a steeper fall after it.
+    drops = [-0.05] * 24
+    drops[9], drops[10] = -0.5, -0.4
+    drops[16], drops[17], drops[18] = 9.0, -8.5, 0.0
+    losses = [3.0]
+    for d in drops:
+        losses.append(losses[-1] + d)
+    assert min(range(25), key=losses.__getitem__) == 16 and losses[18] > losses[16]
+    # Central slopes (d[i-1] + d[i]) / (2 * step): i = 10 gives -0.9, i = 9 gives -0.55,
+    # i = 11 gives -0.45; i = 18 (-8.5) is steeper but lies beyond the minimum.
+    assert suggest_lr(lrs, losses) == lrs[10]
+    assert suggest_lr(lrs[:3], [1.0, 0.5, 0.2]) == lrs[1]  # too short to differentiate
 
 
 def test_evaluate_with_class_index_and_confusion():
@@ -236,16 +342,43 @@ def test_progress_bars_and_epoch_summary(capsys):
     assert "epochs:" in err and "epoch 1:" in err
 
 
-def test_tensorboard_callback(tmp_path):
+def test_tensorboard_callback_logs_the_recorders_values(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     from reslab.training import TensorBoardCallback
 
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match="pip install tensorboard"):
-            TensorBoardCallback(tmp_path)
-        return
     x, y = toy_data(16)
-    cbs = [TensorBoardCallback(tmp_path)]
-    learner(toy_net(), batches(x, y, 8), batches(x, y, 8), cbs=cbs).fit(1)
-    assert list(tmp_path.glob("events.out.tfevents.*"))
+    learn = learner(
+        toy_net(), batches(x, y, 8), batches(x, y, 8), cbs=[TensorBoardCallback(tmp_path)]
+    )
+    learn.fit_one_cycle(2, 0.1)  # the LR changes every batch
+    (events,) = tmp_path.glob("events.out.tfevents.*")
+    acc = EventAccumulator(str(events))
+    acc.Reload()
+
+    def logged(tag):
+        return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+    # TensorBoard stores float32: compare at float32 precision.
+    assert logged("train/loss") == [
+        (i, pytest.approx(v, rel=1e-6)) for i, v in enumerate(learn.recorder.losses)
+    ]
+    assert logged("train/lr") == [
+        (i, pytest.approx(v, rel=1e-6)) for i, v in enumerate(learn.recorder.lrs)
+    ]
+    assert len(learn.recorder.lrs) == 4 and len(set(learn.recorder.lrs)) == 4
+    history = learn.recorder.history
+    assert len(history) == 2
+    for key in ("train_loss", "valid_loss", "accuracy", "lr"):
+        expected = [(row["epoch"], pytest.approx(row[key], rel=1e-6)) for row in history]
+        assert logged(f"epoch/{key}") == expected, key
+
+
+def test_tensorboard_missing_is_one_clear_import_error(tmp_path, monkeypatch):
+    import sys
+
+    from reslab.training import TensorBoardCallback
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now fails
+    with pytest.raises(ImportError, match="pip install tensorboard"):
+        TensorBoardCallback(tmp_path)

@@ -63,6 +63,45 @@ BIG = {
 }
 
 
+def _plain_params(stem_kernel: int, stem_width: int, widths, blocks, num_classes: int) -> int:
+    """The paper's plain nets counted layer by layer: a ``k x k`` stem conv from RGB + BN, then
+    per stage ``2 * blocks`` 3x3 convs (no bias) each followed by a BN (weight and bias), the
+    first conv of a stage taking the previous width; no shortcut weights; then the fc."""
+    total = 3 * stem_width * stem_kernel**2 + 2 * stem_width
+    width_in = stem_width
+    for width, n in zip(widths, blocks):
+        for i in range(2 * n):
+            total += (width_in if i == 0 else width) * width * 9 + 2 * width
+        width_in = width
+    return total + widths[-1] * num_classes + num_classes
+
+
+# CIFAR plain-(6n+2): 3x3 stem 3->16, three stages of n blocks at widths 16/32/64, fc 64->10.
+# ImageNet plain-18/34: 7x7 stem 3->64, torchvision's stage widths and block counts, fc 512->1000.
+PLAIN_PARAMS = {
+    **{
+        f"plain{6 * n + 2}": _plain_params(3, 16, (16, 32, 64), (n,) * 3, 10)
+        for n in (3, 5, 7, 9, 18)
+    },
+    "plain18": _plain_params(7, 64, (64, 128, 256, 512), (2, 2, 2, 2), 1000),
+    "plain34": _plain_params(7, 64, (64, 128, 256, 512), (3, 4, 6, 3), 1000),
+}
+
+
+def test_plain_counts_by_hand():
+    # plain20 written out in full: stem 432 + 32, stage 1: 6 x (2304 + 32), stage 2: 4608 +
+    # 5 x 9216 + 6 x 64, stage 3: 18432 + 5 x 36864 + 6 x 128, fc 650.
+    assert (
+        PLAIN_PARAMS["plain20"]
+        == 464 + 6 * 2336 + 4608 + 5 * 9216 + 384 + 18432 + 5 * 36864 + 768 + 650
+    )
+    # ImageNet plain nets = torchvision's ResNet minus its downsample projections.
+    for name in ("plain18", "plain34"):
+        tv = meta(getattr(torchvision.models, "resnet" + name[5:]))
+        shortcut = sum(p.numel() for n, p in tv.named_parameters() if "downsample" in n)
+        assert PLAIN_PARAMS[name] == n_params(tv) - shortcut
+
+
 def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -85,15 +124,21 @@ def test_forward_backward(name):
     _forward_backward(name)
 
 
+def full_input(name: str, batch: int = 2) -> torch.Tensor:
+    """Images at the size the model is built for (224 px for ImageNet nets, 32 for CIFAR)."""
+    return torch.rand(batch, *get_model_spec(name).cfg["input_size"])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(BIG))
 def test_forward_backward_big(name):
-    _forward_backward(name)
+    """The biggest models at full size: full depth and width, full input resolution."""
+    _forward_backward(name, full_input(name))
 
 
-def _forward_backward(name):
+def _forward_backward(name, x=None):
     model = reslab.create_model(name, num_classes=7)
-    x = small_input(name)
+    x = small_input(name) if x is None else x
     out = model(x)
     assert out.shape == (2, 7)
     assert torch.isfinite(out).all()
@@ -114,11 +159,8 @@ def test_param_count_against_reference(name):
         assert ours == n_params(meta(timm.create_model, TIMM_SAME_ARCH[name]))
     elif name in PAPER_PARAMS_M:
         assert round(ours / 1e6, 2 if ours < 1e6 else 1) == PAPER_PARAMS_M[name]
-    elif name.startswith("plain"):
-        twin = "resnet" + name[len("plain") :]
-        ref = meta(reslab.create_model, twin)
-        shortcut = sum(p.numel() for n, p in ref.named_parameters() if "downsample" in n)
-        assert ours == n_params(ref) - shortcut
+    elif name in PLAIN_PARAMS:
+        assert ours == PLAIN_PARAMS[name]
     elif name.startswith("fastbook_"):
         assert ours == fastbook_params(name)
     else:
@@ -177,6 +219,16 @@ def test_torchvision_parity_eval(name, tmp_path):
     tv, ours = _torchvision_pair(name, tmp_path, ".pth" if "50" in name else ".safetensors")
     assert list(ours.state_dict()) == list(tv.state_dict())
     x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(x), tv.eval()(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(BIG & set(TORCHVISION)))
+def test_torchvision_parity_big_at_full_size(name, tmp_path):
+    tv, ours = _torchvision_pair(name, tmp_path, ".safetensors")
+    x = full_input(name)
+    assert x.shape == (2, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(ours.eval()(x), tv.eval()(x), atol=1e-5, rtol=1e-5)
 
