@@ -34,6 +34,7 @@ def test_peak_from_cpuinfo_by_hand(monkeypatch):
     assert haswell.fp32_gflops == pytest.approx(2 * 3.0 * 8 * 2 * 2)
     assert haswell.gflops("bf16") is None and haswell.gflops("int8") is None
     assert cpu_peak("processor : 0\n") is None  # no clock: cannot be known
+    assert cpu_peak(ZEN5, threads=1).fp32_gflops == pytest.approx(1 * 2.6 * 16 * 2 * 2)
 
 
 def test_flop_count_of_a_conv_by_hand():

@@ -51,8 +51,10 @@ class Peak:
         return None
 
 
-def cpu_peak(cpuinfo: str | None = None) -> Peak | None:
+def cpu_peak(cpuinfo: str | None = None, threads: int | None = None) -> Peak | None:
     """This machine's fp32 peak: CPUs × clock × SIMD lanes × FMA units × 2, or ``None``.
+
+    ``threads`` caps the CPUs counted (a run on 1 of 2 cores has half the machine's peak).
 
     The clock is /proc/cpuinfo's ``cpu MHz`` (in a VM the TSC rate, often the base clock:
     turbo can be higher, so the peak may be an underestimate). The number of FMA units is not
@@ -80,6 +82,7 @@ def cpu_peak(cpuinfo: str | None = None) -> Peak | None:
     if lanes == 16 and zen4:
         units = 1
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = min(cpus or 1, threads or cpus or 1)
     note = (
         f"{cpus} CPUs x {ghz:.2f} GHz (cpu MHz; turbo may be higher) x {lanes} fp32 lanes x "
         f"{units} FMA units (assumed) x 2"
@@ -252,7 +255,7 @@ def run_ladder(
     log(f"timing {len(runners)} runners, interleaved")
     batch_times = _interleaved(runners, images, runs)
     single_times = _interleaved(runners, images[:1], latency_runs)
-    peak = cpu_peak() if images.device.type == "cpu" else None
+    peak = cpu_peak(threads=torch.get_num_threads()) if images.device.type == "cpu" else None
     base = len(images) / statistics.median(batch_times[base_name])
     for name, run in runners.items():
         rung = rungs[name]
