@@ -26,7 +26,7 @@ from reslab.inference.engines import (
 )
 
 FP32 = ("eager", "fast", "compile", "onnx")
-LOW_PRECISION = ("bf16", "int8", "onnx-int8")
+LOW_PRECISION = ("bf16", "compile-bf16", "int8", "onnx-int8")
 CALIBRATED = ("int8", "onnx-int8")
 
 
@@ -56,11 +56,25 @@ def _skip_unless_available(name: str) -> None:
         pytest.skip(reason)
 
 
+@pytest.fixture(scope="module")
+def prepared(fashion):
+    """``prepared(name)``: the engine's runner for the shipped model, made once per module."""
+    model, images, _, calib, _ = fashion
+    runners = {}
+
+    def get(name: str):
+        _skip_unless_available(name)
+        if name not in runners:
+            runners[name] = get_engine(name).prepare(model, example=images[:2], calib=calib)
+        return runners[name]
+
+    return get
+
+
 @pytest.mark.parametrize("name", FP32)
-def test_fp32_engine_matches_eager(name, fashion):
-    _skip_unless_available(name)
+def test_fp32_engine_matches_eager(name, fashion, prepared):
     model, images, _, calib, reference = fashion
-    logits = get_engine(name).prepare(model, example=images[:2])(images)
+    logits = prepared(name)(images)
     assert logits.dtype == torch.float32 and logits.shape == reference.shape
     assert torch.equal(logits.argmax(1), reference.argmax(1))
     scale = float(reference.abs().max())
@@ -68,10 +82,9 @@ def test_fp32_engine_matches_eager(name, fashion):
 
 
 @pytest.mark.parametrize("name", LOW_PRECISION)
-def test_low_precision_engine_agrees_with_eager(name, fashion):
-    _skip_unless_available(name)
+def test_low_precision_engine_agrees_with_eager(name, fashion, prepared):
     model, images, labels, calib, reference = fashion
-    logits = get_engine(name).prepare(model, example=images[:2], calib=calib)(images)
+    logits = prepared(name)(images)
     agreement = float((logits.argmax(1) == reference.argmax(1)).float().mean())
     accuracy = float((logits.argmax(1) == labels).float().mean())
     eager_accuracy = float((reference.argmax(1) == labels).float().mean())
@@ -90,6 +103,17 @@ def test_runner_takes_any_batch_and_leaves_the_model_alone(fashion):
     after = model.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_compiled_engine_at_a_fixed_batch_takes_any_number_of_images(fashion, prepared):
+    from reslab.inference import fixed_batch
+
+    _, images, _, _, reference = fashion
+    run = fixed_batch(prepared("compile"), len(images))  # the size it was compiled for
+    logits = run(images[:10])
+    assert logits.shape == (10, reference.shape[1])
+    assert torch.equal(logits.argmax(1), reference[:10].argmax(1))
+    assert get_engine("compile").compiles and not get_engine("onnx").compiles
 
 
 @pytest.mark.parametrize("name", CALIBRATED)
@@ -140,15 +164,25 @@ def test_unknown_engine_names_the_choices():
 
 
 def test_engine_names_are_the_documented_rungs():
-    assert ENGINE_NAMES == ("eager", "fast", "compile", "bf16", "int8", "onnx", "onnx-int8")
+    assert ENGINE_NAMES == (
+        "eager",
+        "fast",
+        "compile",
+        "bf16",
+        "compile-bf16",
+        "int8",
+        "onnx",
+        "onnx-int8",
+    )
 
 
-def test_bf16_refuses_a_cpu_without_native_bf16(monkeypatch, fashion):
+@pytest.mark.parametrize("name", ["bf16", "compile-bf16"])
+def test_bf16_refuses_a_cpu_without_native_bf16(name, monkeypatch, fashion):
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
-    ok, reason = get_engine("bf16").available("cpu")
+    ok, reason = get_engine(name).available("cpu")
     assert not ok and "no native bfloat16" in reason
-    with pytest.raises(EngineUnavailable, match="engine 'bf16' is not available here"):
-        get_engine("bf16").prepare(fashion[0])
+    with pytest.raises(EngineUnavailable, match=f"engine '{name}' is not available here"):
+        get_engine(name).prepare(fashion[0])
 
 
 def test_int8_refuses_without_torchao(monkeypatch, fashion):

@@ -34,6 +34,7 @@ def test_peak_from_cpuinfo_by_hand(monkeypatch):
     assert haswell.fp32_gflops == pytest.approx(2 * 3.0 * 8 * 2 * 2)
     assert haswell.gflops("bf16") is None and haswell.gflops("int8") is None
     assert cpu_peak("processor : 0\n") is None  # no clock: cannot be known
+    assert cpu_peak(ZEN5, threads=1).fp32_gflops == pytest.approx(1 * 2.6 * 16 * 2 * 2)
 
 
 def test_flop_count_of_a_conv_by_hand():
@@ -61,3 +62,25 @@ def test_two_rung_ladder_on_resnet20(one_thread):
     assert int8.skipped and "calibration" in int8.skipped and int8.images_per_s is None
     table = format_ladder(ladder)
     assert "fast" in table and "skipped: needs calibration" in table
+
+
+def test_a_reference_module_is_its_own_row_timed_with_the_rungs(one_thread):
+    model = reslab.create_model("resnet20", num_classes=10, in_chans=1).eval()
+    other = reslab.create_model("resnet20", num_classes=10, in_chans=1).eval()  # new weights
+    images = torch.rand(4, 1, 28, 28)
+    ladder = run_ladder(
+        model,
+        images,
+        engines=("eager", "fast"),
+        reference=other,
+        reference_name="twin",
+        runs=2,
+        latency_runs=2,
+    )
+    twin, eager, fast = ladder.rungs
+    assert ladder.reference == "twin" and twin.engine == "twin" and twin.ratio == 1.0
+    # Another network: only its speed is compared, never its logits.
+    assert twin.max_abs_dlogit is None and eager.max_abs_dlogit == 0.0
+    assert eager.ratio == pytest.approx(eager.images_per_s / twin.images_per_s)
+    assert fast.p50_ms > 0 and twin.p50_ms > 0
+    assert "twin" in format_ladder(ladder)

@@ -78,9 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    # ValueError covers UnknownModelError, WeightsError and ConfigError; OSError covers missing
-    # files, unwritable folders, failed downloads and busy run folders.
-    return (CliError, ValueError, OSError)
+    # ValueError covers UnknownModelError, WeightsError, ConfigError and CalibrationError;
+    # OSError covers missing files, unwritable folders, failed downloads and busy run folders;
+    # EngineUnavailable: an inference engine this machine cannot run.
+    from reslab.inference import EngineUnavailable
+
+    return (CliError, ValueError, OSError, EngineUnavailable)
 
 
 def _user_error(err: BaseException) -> BaseException | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from reslab.analysis import plot_top_losses, top_losses, top_losses_records
 from reslab.cli import CliError
 from reslab.cli.argtypes import count, folder, names, positive_int
+from reslab.cli.engine_args import add_calibration_options, add_engine_option, engine_runner
 from reslab.data import load_dataset, make_loader
 from reslab.files import atomic_write_json, check_output_file
 from reslab.inference import class_names_of, restrict_class_index
@@ -40,6 +41,8 @@ def _class_index(args: argparse.Namespace, model, dataset) -> list[int] | None:
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.out:
         check_output_file(args.out)
+    if args.amp and args.engine != "eager":
+        raise CliError("--amp is bf16 autocast on the eager model; use --engine bf16 instead")
     path = resolve_spec_path(args.spec)
     model = resolve_model(args.spec)
     ds = load_dataset(
@@ -54,11 +57,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"the model takes {model.in_chans}-channel images; {args.data} has {ds.num_channels}"
         )
     class_index = _class_index(args, model, ds)
+    runner = engine_runner(args, model, args.bs)
     loader = make_loader(
         ds, args.bs, train=False, model_cfg=model.default_cfg, workers=args.workers
     )
-    result = evaluate(model, loader, class_index, class_names=ds.class_names, amp=args.amp)
-    print(f"{args.spec} on {args.data} ({args.split}, {result.count} images)")
+    result = evaluate(
+        model, loader, class_index, class_names=ds.class_names, amp=args.amp, runner=runner
+    )
+    engine = "" if args.engine == "eager" else f", engine {args.engine}"
+    print(f"{args.spec} on {args.data} ({args.split}, {result.count} images{engine})")
     print(f"accuracy {result.accuracy:.4f}  top-5 {result.top5:.4f}  loss {result.loss:.4f}")
     print("confusion matrix (rows: true class, columns: predicted):")
     print(format_confusion(result.confusion, ds.class_names))
@@ -77,7 +84,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _write_top_losses(args.top_losses, model, loader, ds, class_index, out)
     if args.json:
         numbers = {"accuracy": result.accuracy, "top5": result.top5, "loss": result.loss}
-        print(json.dumps({**numbers, "count": result.count}))
+        print(json.dumps({**numbers, "count": result.count, "engine": args.engine}))
     return 0
 
 
@@ -115,6 +122,8 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
     p.add_argument("--bs", type=positive_int, default=256, help="batch size (default 256)")
     p.add_argument("--workers", type=count, default=2, help="loader processes (default 2)")
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
+    add_engine_option(p)
+    add_calibration_options(p, data_dir=False)  # --data-dir above serves --calib too
     p.add_argument("--skip-bad-images", action="store_true", help="leave unreadable files out")
     p.add_argument("--out", help="confusion-matrix PNG (default: beside the checkpoint)")
     p.add_argument("--json", action="store_true", help="also print the numbers as JSON")

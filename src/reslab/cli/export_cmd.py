@@ -1,5 +1,7 @@
-"""``reslab export SPEC --format onnx|torchscript [--fold-bn]``: write a file that runs
-without reslab, and say how far its outputs are from the PyTorch model's."""
+"""``reslab export SPEC --format onnx|torchscript [--fold-bn] [--quantize int8 --calib DATA]``:
+write a file that runs without reslab, and say how far its outputs are from the PyTorch
+model's (for an int8 file: how often its top-1 agrees, on real images held out from
+calibration)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,20 @@ import torch
 
 from reslab.cli import CliError
 from reslab.cli.argtypes import positive_int
+from reslab.cli.engine_args import (
+    add_calibration_options,
+    calibration_set,
+    ensure_available,
+    require_calibration,
+)
 from reslab.files import check_output_file
+from reslab.inference import (
+    CALIBRATION_METHODS,
+    calibration_batches,
+    calibration_images,
+    export_onnx_int8,
+    onnx_top1_agreement,
+)
 from reslab.inference.export import (
     EXPORT_FORMATS,
     export_onnx,
@@ -26,6 +41,9 @@ __all__ = ["register"]
 _SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript"}
 # float32 graphs reorder sums; anything beyond this relative gap is a broken export.
 _REL_TOLERANCE = 1e-3
+# An int8 file is an approximation: below this top-1 agreement with fp32 on real held-out
+# images it is broken (calibration on the wrong data, a quantised layer that should not be).
+_INT8_MIN_AGREEMENT = 0.9
 
 
 def _default_out(spec: str, fmt: str) -> Path:
@@ -37,10 +55,50 @@ def _default_out(spec: str, fmt: str) -> Path:
     return Path(spec.partition("@")[0] + _SUFFIX[fmt])  # MODEL@TAG: in the current folder
 
 
+def _export_int8(args: argparse.Namespace, model, shipped, out: Path, example) -> int:
+    """Write ``shipped`` as int8 ONNX; check its top-1 against ``model`` in fp32 on real
+    images held out from calibration."""
+    ensure_available("onnx-int8")
+    data = calibration_set(args, model)
+    calib = calibration_images(data, args.calib_images, model_cfg=model.default_cfg)
+    export_onnx_int8(
+        shipped,
+        out,
+        example,
+        calibration_batches(calib),
+        method=args.calib_method,
+        dynamic_batch=args.batch is None,
+        opset=args.opset,
+    )
+    batch = "any batch size" if args.batch is None else f"batch {args.batch}"
+    print(
+        f"wrote {out} (onnx, static int8 QDQ with per-channel weights, {args.calib_method} "
+        f"ranges from {len(calib)} images of {args.calib}, {batch})"
+    )
+    check = calibration_images(
+        data, args.check_images, model_cfg=model.default_cfg, skip=args.calib_images
+    )
+    agreement, worst = onnx_top1_agreement(out, model, check, batch=args.batch)
+    print(
+        f"top-1 agreement with the PyTorch fp32 model: {agreement:.1%} on {len(check)} "
+        f"images of {args.calib} not used for calibration (max |dlogit| {worst:.3g})"
+    )
+    if agreement < _INT8_MIN_AGREEMENT:
+        raise CliError(
+            f"{out} agrees with the fp32 model on only {agreement:.1%} of top-1 "
+            f"(expected >= {_INT8_MIN_AGREEMENT:.0%})",
+            code=1,
+        )
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     fmt = args.format.lower()
     if fmt not in EXPORT_FORMATS:
         raise CliError(f"unknown format {args.format!r}; expected onnx or torchscript")
+    if args.quantize and fmt != "onnx":
+        raise CliError("--quantize int8 writes ONNX: use --format onnx")
+    require_calibration(args, bool(args.quantize), "--quantize int8")
     if args.out:
         check_output_file(args.out)
     model = to_torch_layers(resolve_model(args.spec)).eval()
@@ -49,6 +107,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     size = tuple(model.config.data.input_size)
     gen = torch.Generator().manual_seed(0)
     example = torch.rand(args.batch or 2, *size, generator=gen)
+    if args.quantize:
+        return _export_int8(args, model, shipped, out, example)
     try:
         if fmt == "onnx":
             export_onnx(shipped, out, example, dynamic_batch=args.batch is None, opset=args.opset)
@@ -102,4 +162,23 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
         help="fix the ONNX batch size (default: any); also the traced batch",
     )
     p.add_argument("--opset", type=positive_int, default=18, help="ONNX opset (18 or newer)")
+    p.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="write a static int8 ONNX file (QDQ, per-channel weights), calibrated on --calib",
+    )
+    add_calibration_options(p)
+    p.add_argument(
+        "--calib-method",
+        choices=CALIBRATION_METHODS,
+        default="minmax",
+        help="activation ranges from the calibration images (default minmax)",
+    )
+    p.add_argument(
+        "--check-images",
+        type=positive_int,
+        default=128,
+        metavar="N",
+        help="--quantize: held-out images of --calib DATA to compare top-1 on (default 128)",
+    )
     p.set_defaults(func=cmd_export)

@@ -9,6 +9,7 @@ import sys
 import torch
 
 from reslab.cli.argtypes import positive_int
+from reslab.cli.engine_args import add_calibration_options, add_engine_option, engine_runner
 from reslab.inference import predict_files
 from reslab.weights import resolve_model
 
@@ -19,7 +20,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = resolve_model(args.spec)
-    results = predict_files(model, args.images, topk=args.topk, batch_size=args.bs)
+    batch = min(args.bs, len(args.images))
+    runner = engine_runner(args, model, batch)
+    results = predict_files(model, args.images, topk=args.topk, batch_size=batch, runner=runner)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     for r in results:
@@ -48,4 +51,6 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
         "--bs", type=positive_int, default=16, help="images per forward pass (default 16)"
     )
     p.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    add_engine_option(p)
+    add_calibration_options(p)
     p.set_defaults(func=cmd_predict)

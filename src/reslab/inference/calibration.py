@@ -58,7 +58,7 @@ def calibration_batches(
 
 
 def calibration_images(
-    dataset, count: int, *, model_cfg: dict | None = None, seed: int = 0
+    dataset, count: int, *, model_cfg: dict | None = None, seed: int = 0, skip: int = 0
 ) -> Tensor:
     """``count`` images drawn at random (by ``seed``) from ``dataset``, as the model sees them.
 
@@ -72,14 +72,21 @@ def calibration_images(
         count: how many images; must be positive.
         model_cfg: the model's ``default_cfg`` (input size, crop, interpolation).
         seed: which images are drawn.
+        skip: leave out the first ``skip`` images of the seeded order: with the same seed,
+            ``skip=N`` gives images disjoint from a draw of ``N`` (e.g. held-out images to
+            check a model calibrated on the first ``N``).
     """
     from reslab.data import make_loader
 
     if count < 1:
         raise CalibrationError(f"calibration needs at least one image, got {count}")
-    if len(dataset) == 0:
-        raise CalibrationError("the calibration data set has no images")
+    if len(dataset) <= skip:
+        raise CalibrationError(
+            "the calibration data set has no images"
+            if skip == 0
+            else f"the data set has {len(dataset)} images, none left after {skip}"
+        )
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
-    subset = dataset.subset(order[:count].sort().values)
+    subset = dataset.subset(order[skip : skip + count].sort().values)
     loader = make_loader(subset, 32, train=False, model_cfg=model_cfg, workers=0)
     return torch.cat([x for x, _ in loader])

@@ -3,20 +3,23 @@
 An :class:`Engine` turns an eval-mode classifier into a *runner*: a function from a batch of
 0–1 images ``(N, C, H, W)`` to float32 logits ``(N, classes)``. The rungs:
 
+============== ===== ==========================================================================
+name           prec  what it does
 ========== ========= ==========================================================================
-name       precision what it does
-========== ========= ==========================================================================
-eager      fp32      the model as it is
-fast       fp32      BatchNorm folded into the convolutions, channels-last memory layout
-compile    fp32      ``fast`` compiled by torch.compile (inductor, frozen weights)
-bf16       bf16      ``fast`` with bfloat16 weights and activations (native bf16 hardware only)
-int8       int8      PT2E static quantisation (torchao's x86 inductor quantizer), compiled
-onnx       fp32      the exported ONNX graph on onnxruntime
-onnx-int8  int8      the ONNX graph statically quantised by onnxruntime (QDQ, per-channel)
-========== ========= ==========================================================================
+eager          fp32  the model as it is
+fast           fp32  BatchNorm folded into the convolutions, channels-last memory layout
+compile        fp32  ``fast`` compiled by torch.compile (inductor, frozen weights)
+bf16           bf16  ``fast`` with bfloat16 weights and activations (native bf16 hardware only)
+compile-bf16   bf16  ``bf16`` compiled by torch.compile (inductor, frozen weights)
+int8           int8  PT2E static quantisation (torchao's x86 inductor quantizer), compiled
+onnx           fp32  the exported ONNX graph on onnxruntime
+onnx-int8      int8  the ONNX graph statically quantised by onnxruntime (QDQ, per-channel)
+============== ===== ==========================================================================
 
 The int8 rungs need calibration images of the data the model is for, given explicitly; an
 engine that this machine cannot run raises :class:`EngineUnavailable` (one line, saying why).
+The compiled rungs (``Engine.compiles``) compile once per batch size; :func:`fixed_batch`
+pads odd batches to one size so that a data set's last batch costs no second compilation.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ __all__ = [
     "Runner",
     "available_engines",
     "fast_model",
+    "fixed_batch",
     "get_engine",
 ]
 
@@ -92,6 +96,10 @@ def _check_bf16(device: torch.device) -> str | None:
         "this CPU has no native bfloat16 (AVX512-BF16 or AMX); emulated bf16 is slower than "
         "fp32, use 'fast' or 'compile'"
     )
+
+
+def _check_compile_bf16(device: torch.device) -> str | None:
+    return _check_bf16(device) or _check_compile(device)
 
 
 def _check_int8(device: torch.device) -> str | None:
@@ -149,15 +157,20 @@ def _compile(
     return _inference(_frozen_compile(fast_model(model).to(device)), device, channels_last=True)
 
 
+def _bf16_model(model: nn.Module, device: torch.device) -> nn.Module:
+    return fast_model(model).to(device=device, dtype=torch.bfloat16)
+
+
 def _bf16(model: nn.Module, example: Tensor, calib: list[Tensor], device: torch.device) -> Runner:
-    fast = fast_model(model).to(device)
-    dtype = torch.bfloat16
+    bf16 = _bf16_model(model, device)
+    return _inference(lambda x: bf16(x.to(torch.bfloat16)), device, channels_last=True)
 
-    def forward(images: Tensor) -> Tensor:
-        with torch.autocast(device.type, dtype=dtype):
-            return fast(images)
 
-    return _inference(forward, device, channels_last=True)
+def _compile_bf16(
+    model: nn.Module, example: Tensor, calib: list[Tensor], device: torch.device
+) -> Runner:
+    compiled = _frozen_compile(_bf16_model(model, device))
+    return _inference(lambda x: compiled(x.to(torch.bfloat16)), device, channels_last=True)
 
 
 def _int8(model: nn.Module, example: Tensor, calib: list[Tensor], device: torch.device) -> Runner:
@@ -184,6 +197,7 @@ class Engine:
     precision: str
     summary: str
     needs_calibration: bool
+    compiles: bool
     check: Callable[[torch.device], str | None]
     build: Callable[[nn.Module, Tensor, list[Tensor], torch.device], Runner]
 
@@ -227,13 +241,22 @@ class Engine:
 
 
 _ENGINES = (
-    Engine("eager", "fp32", "the model as it is", False, _cpu_or_cuda, _eager),
-    Engine("fast", "fp32", "BatchNorm folded, channels-last", False, _cpu_or_cuda, _fast),
-    Engine("compile", "fp32", "fast + torch.compile (inductor)", False, _check_compile, _compile),
-    Engine("bf16", "bf16", "fast + bfloat16 autocast (native only)", False, _check_bf16, _bf16),
-    Engine("int8", "int8", "PT2E static int8 (x86 inductor), compiled", True, _check_int8, _int8),
-    Engine("onnx", "fp32", "exported ONNX graph on onnxruntime", False, _check_onnx, _onnx),
-    Engine("onnx-int8", "int8", "onnxruntime static int8 (QDQ)", True, _check_onnx, _onnx_int8),
+    Engine("eager", "fp32", "the model as it is", False, False, _cpu_or_cuda, _eager),
+    Engine("fast", "fp32", "BatchNorm folded, channels-last", False, False, _cpu_or_cuda, _fast),
+    Engine("compile", "fp32", "fast + torch.compile", False, True, _check_compile, _compile),
+    Engine("bf16", "bf16", "fast in bfloat16 (native only)", False, False, _check_bf16, _bf16),
+    Engine(
+        "compile-bf16",
+        "bf16",
+        "bf16 + torch.compile",
+        False,
+        True,
+        _check_compile_bf16,
+        _compile_bf16,
+    ),
+    Engine("int8", "int8", "PT2E static int8, compiled", True, True, _check_int8, _int8),
+    Engine("onnx", "fp32", "ONNX graph on onnxruntime", False, False, _check_onnx, _onnx),
+    Engine("onnx-int8", "int8", "onnxruntime static int8", True, False, _check_onnx, _onnx_int8),
 )
 ENGINE_NAMES = tuple(e.name for e in _ENGINES)
 
@@ -249,3 +272,25 @@ def get_engine(name: str) -> Engine:
 def available_engines(device: str | torch.device = "cpu") -> dict[str, str]:
     """Every engine's name → ``""`` if this machine can run it, else why not."""
     return {e.name: e.available(device)[1] for e in _ENGINES}
+
+
+def fixed_batch(run: Runner, batch: int) -> Runner:
+    """``run`` that always sees ``batch`` images: a smaller batch is padded with copies of
+    its first image (their logits are dropped), a larger one is run in chunks.
+
+    For the compiled engines, which compile once per batch size: a data set's last, short
+    batch then reuses the first compilation.
+    """
+    if batch < 1:
+        raise ValueError(f"batch must be positive, got {batch}")
+
+    def padded(images: Tensor) -> Tensor:
+        outputs = []
+        for chunk in images.split(batch):
+            n = len(chunk)
+            if n < batch:
+                chunk = torch.cat([chunk, chunk[:1].expand(batch - n, *chunk.shape[1:])])
+            outputs.append(run(chunk)[:n])
+        return torch.cat(outputs)
+
+    return padded

@@ -51,8 +51,10 @@ class Peak:
         return None
 
 
-def cpu_peak(cpuinfo: str | None = None) -> Peak | None:
+def cpu_peak(cpuinfo: str | None = None, threads: int | None = None) -> Peak | None:
     """This machine's fp32 peak: CPUs × clock × SIMD lanes × FMA units × 2, or ``None``.
+
+    ``threads`` caps the CPUs counted (a run on 1 of 2 cores has half the machine's peak).
 
     The clock is /proc/cpuinfo's ``cpu MHz`` (in a VM the TSC rate, often the base clock:
     turbo can be higher, so the peak may be an underestimate). The number of FMA units is not
@@ -80,6 +82,7 @@ def cpu_peak(cpuinfo: str | None = None) -> Peak | None:
     if lanes == 16 and zen4:
         units = 1
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = min(cpus or 1, threads or cpus or 1)
     note = (
         f"{cpus} CPUs x {ghz:.2f} GHz (cpu MHz; turbo may be higher) x {lanes} fp32 lanes x "
         f"{units} FMA units (assumed) x 2"
@@ -98,6 +101,8 @@ def flops_per_image(model: nn.Module, example: Tensor) -> float:
 
 @dataclass
 class Rung:
+    """One row of the ladder: an engine's speed and accuracy (``None`` where not measured)."""
+
     engine: str
     precision: str
     images_per_s: float | None = None
@@ -107,6 +112,7 @@ class Rung:
     max_abs_dlogit: float | None = None
     rel_dlogit: float | None = None
     top1: float | None = None
+    top1_change: float | None = None
     gflops: float | None = None
     peak_fraction: float | None = None
     prepare_s: float | None = None
@@ -115,6 +121,8 @@ class Rung:
 
 @dataclass
 class Ladder:
+    """Every rung, the reference they are set against, and the machine's peak."""
+
     rungs: list[Rung]
     reference: str
     batch: int
@@ -126,6 +134,8 @@ class Ladder:
         out = asdict(self)
         if self.peak is not None:
             out["peak"]["fp32_gflops"] = self.peak.fp32_gflops
+            out["peak"]["bf16_gflops"] = self.peak.gflops("bf16")
+            out["peak"]["int8_gops"] = self.peak.gflops("int8")
             out["peak"].pop("flags")
         return out
 
@@ -156,6 +166,47 @@ def _top1(run: Callable[[Tensor], Tensor], data: Iterable[tuple[Tensor, Tensor]]
     return correct / max(total, 1)
 
 
+def _eager_runner(module: nn.Module) -> Callable[[Tensor], Tensor]:
+    module = module.eval()
+
+    def run(x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return module(x)
+
+    return run
+
+
+def _prepare(
+    model: nn.Module,
+    images: Tensor,
+    engines: Sequence[str],
+    calib: Tensor | None,
+    log: Callable[[str], None],
+) -> tuple[dict[str, Rung], dict[str, Callable]]:
+    """A rung for every engine, and a warmed-up runner for each one that can run here."""
+    rungs: dict[str, Rung] = {}
+    runners: dict[str, Callable] = {}
+    for name in engines:
+        engine = get_engine(name)
+        rung = rungs[name] = Rung(name, engine.precision)
+        if engine.needs_calibration and calib is None:
+            rung.skipped = "needs calibration images (--calib DATA)"
+            continue
+        start = time.perf_counter()
+        try:
+            run = engine.prepare(model, example=images[:2], calib=calib)
+        except EngineUnavailable as err:
+            rung.skipped = str(err).split(": ", 1)[-1]
+            log(f"{name}: skipped ({rung.skipped})")
+            continue
+        for x in (images, images, images[:1], images[:1]):
+            run(x)  # warm-up, and compilation for both batch sizes
+        rung.prepare_s = time.perf_counter() - start
+        runners[name] = run
+        log(f"{name}: prepared in {rung.prepare_s:.0f} s")
+    return rungs, runners
+
+
 def run_ladder(
     model: nn.Module,
     images: Tensor,
@@ -176,8 +227,10 @@ def run_ladder(
         images: the timed batch; its first image is the batch-1 latency input.
         engines: engine names; ones this machine cannot run, or int8 without ``calib``,
             become rows with ``skipped`` set (never calibrated on noise).
-        reference: the speed reference run eagerly (e.g. torchvision's twin); default ``model``.
-        reference_name: its label in the table.
+        reference: the speed reference, run eagerly in fp32 and timed with the rungs as a
+            row of its own (e.g. torchvision's twin: only its speed is compared, its weights
+            may differ); default: the ``eager`` rung (or ``model`` run eagerly).
+        reference_name: the reference row's name (when ``reference`` is given).
         calib: calibration images for the int8 engines.
         eval_data: a function returning fresh ``(images, labels)`` batches for top-1
             (labels below 0 mark padding images, which are not scored).
@@ -186,85 +239,82 @@ def run_ladder(
         log: progress messages.
     """
     with torch.no_grad():
-        expected = model.eval()(images).float()
-    ref_module = (reference if reference is not None else model).eval()
-
-    def reference_run(x: Tensor) -> Tensor:
-        with torch.no_grad():
-            return ref_module(x)
-
-    runners: dict[str, Callable] = {f"ref:{reference_name}": reference_run}
-    rungs: dict[str, Rung] = {}
-    for name in engines:
-        engine = get_engine(name)
-        rung = rungs[name] = Rung(name, engine.precision)
-        if engine.needs_calibration and calib is None:
-            rung.skipped = "needs calibration images (--calib DATA)"
-            continue
-        start = time.perf_counter()
-        try:
-            run = engine.prepare(model, example=images[:2], calib=calib)
-        except EngineUnavailable as err:
-            rung.skipped = str(err).split(": ", 1)[-1]
-            continue
-        for x in (images, images, images[:1], images[:1]):
-            run(x)  # warm-up, and compilation for both batch sizes
-        rung.prepare_s = time.perf_counter() - start
-        runners[name] = run
-        log(f"prepared {name} in {rung.prepare_s:.0f} s")
-    for x in (images, images[:1]):
-        reference_run(x)
+        expected = model.eval()(images).float().cpu()
+    rungs, runners = _prepare(model, images, engines, calib, log)
+    per_image = flops_per_image(model, images[:1])
+    flops = dict.fromkeys(rungs, per_image)
+    base_name = "eager"
+    if reference is not None or "eager" not in runners:
+        base_name = reference_name if reference is not None else "eager"
+        ref_module = reference if reference is not None else model
+        rungs = {base_name: Rung(base_name, "fp32")} | rungs
+        runners = {base_name: _eager_runner(ref_module)} | runners
+        flops[base_name] = flops_per_image(ref_module, images[:1])
+        for x in (images, images[:1]):
+            runners[base_name](x)
+    log(f"timing {len(runners)} runners, interleaved")
     batch_times = _interleaved(runners, images, runs)
     single_times = _interleaved(runners, images[:1], latency_runs)
-    flops = flops_per_image(model, images[:1])
-    peak = cpu_peak() if images.device.type == "cpu" else None
-    base = len(images) / statistics.median(batch_times[f"ref:{reference_name}"])
-    for name, rung in rungs.items():
-        if name not in runners:
-            continue
+    peak = cpu_peak(threads=torch.get_num_threads()) if images.device.type == "cpu" else None
+    base = len(images) / statistics.median(batch_times[base_name])
+    for name, run in runners.items():
+        rung = rungs[name]
         rung.images_per_s = len(images) / statistics.median(batch_times[name])
         rung.ratio = rung.images_per_s / base
         rung.p50_ms = 1e3 * statistics.median(single_times[name])
         rung.p95_ms = 1e3 * _percentile(single_times[name], 0.95)
-        logits = runners[name](images).float().cpu()
-        rung.max_abs_dlogit = float((logits - expected.cpu()).abs().max())
-        rung.rel_dlogit = rung.max_abs_dlogit / float(expected.abs().max())
-        rung.gflops = rung.images_per_s * flops / 1e9
+        rung.gflops = rung.images_per_s * flops[name] / 1e9
         limit = peak.gflops(rung.precision) if peak else None
         rung.peak_fraction = rung.gflops / limit if limit else None
+        if name == base_name and reference is not None:
+            continue  # another network: its logits and accuracy are not comparable
+        logits = run(images).float().cpu()
+        rung.max_abs_dlogit = float((logits - expected).abs().max())
+        rung.rel_dlogit = rung.max_abs_dlogit / float(expected.abs().max())
         if eval_data is not None:
-            rung.top1 = _top1(runners[name], eval_data())
+            rung.top1 = _top1(run, eval_data())
             log(f"{name}: top-1 {rung.top1:.2%}")
-    return Ladder(list(rungs.values()), reference_name, len(images), flops, peak)
+    fp32_top1 = rungs["eager"].top1 if "eager" in rungs else None
+    for rung in rungs.values():
+        if rung.top1 is not None and fp32_top1 is not None:
+            rung.top1_change = rung.top1 - fp32_top1
+    return Ladder(list(rungs.values()), base_name, len(images), per_image, peak)
 
 
 def format_ladder(ladder: Ladder) -> str:
     """The ladder as a fixed-width table, one row per rung, then the peak it is set against."""
     head = (
-        f"{'engine':<10} {'prec':<5} {'img/s':>7} {'ratio':>6} {'p50 ms':>7} {'p95 ms':>7} "
-        f"{'max|dlogit|':>11} {'top-1 %':>15} {'GFLOP/s':>8} {'of peak':>7}"
+        f"{'engine':<12} {'prec':<5} {'img/s':>7} {'ratio':>6} {'p50 ms':>7} {'p95 ms':>7} "
+        f"{'max|dlogit|':>11} {'top-1 %':>15} {'GFLOP/s':>8} {'of peak':>7} {'prep s':>6}"
     )
     lines = [head]
-    eager_top1 = next((r.top1 for r in ladder.rungs if r.engine == "eager"), None)
     for r in ladder.rungs:
         if r.skipped:
-            lines.append(f"{r.engine:<10} {r.precision:<5} skipped: {r.skipped}")
+            lines.append(f"{r.engine:<12} {r.precision:<5} skipped: {r.skipped}")
             continue
         top1 = "" if r.top1 is None else f"{100 * r.top1:.2f}"
-        if r.top1 is not None and eager_top1 is not None and r.engine != "eager":
-            top1 += f" ({100 * (r.top1 - eager_top1):+.2f})"
+        if r.top1_change is not None and r.engine != "eager":
+            top1 += f" ({100 * r.top1_change:+.2f})"
+        dlogit = "" if r.max_abs_dlogit is None else f"{r.max_abs_dlogit:.2e}"
         frac = "" if r.peak_fraction is None else f"{100 * r.peak_fraction:.0f}%"
+        prep = "" if r.prepare_s is None else f"{r.prepare_s:.0f}"
         lines.append(
-            f"{r.engine:<10} {r.precision:<5} {r.images_per_s:7.2f} {r.ratio:5.2f}x "
-            f"{r.p50_ms:7.1f} {r.p95_ms:7.1f} {r.max_abs_dlogit:11.2e} {top1:>15} "
-            f"{r.gflops:8.1f} {frac:>7}"
+            f"{r.engine:<12} {r.precision:<5} {r.images_per_s:7.2f} {r.ratio:5.2f}x "
+            f"{r.p50_ms:7.1f} {r.p95_ms:7.1f} {dlogit:>11} {top1:>15} "
+            f"{r.gflops:8.1f} {frac:>7} {prep:>6}"
         )
     lines.append(
-        f"ratio: against {ladder.reference} eager fp32 at batch {ladder.batch}; "
-        f"{ladder.flops_per_image / 1e9:.2f} GFLOP per image"
+        f"ratio: against {ladder.reference} fp32 at batch {ladder.batch}; "
+        f"max|dlogit| and top-1 change: against eager fp32; "
+        f"{ladder.flops_per_image / 1e9:.3g} GFLOP per image"
     )
     peak = ladder.peak
-    lines.append(
-        f"peak: {peak.fp32_gflops:.0f} GFLOP/s fp32 = {peak.note}" if peak else "peak: unknown"
-    )
+    if peak is None:
+        lines.append("peak: cannot be known here (no clock in /proc/cpuinfo, or not a CPU)")
+    else:
+        bf16, int8 = peak.gflops("bf16"), peak.gflops("int8")
+        extra = "".join(
+            f", {name} {value:.0f}" for name, value in (("bf16", bf16), ("int8", int8)) if value
+        )
+        lines.append(f"peak: {peak.fp32_gflops:.0f} GFLOP/s fp32{extra} = {peak.note}")
     return "\n".join(lines)

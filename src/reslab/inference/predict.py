@@ -6,7 +6,7 @@ classified, so one bad file in a folder costs one line, not the whole run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,10 +70,26 @@ def load_for_model(path: str | Path, model: nn.Module) -> Tensor:
 
 
 @torch.no_grad()
-def predict_tensor(model: nn.Module, images: Tensor, topk: int = 5) -> tuple[Tensor, Tensor]:
-    """Top-k ``(probabilities, indices)`` of a batch of 0–1 images."""
-    model.eval()
-    probs = model(images).float().softmax(-1)
+def predict_tensor(
+    model: nn.Module,
+    images: Tensor,
+    topk: int = 5,
+    *,
+    runner: Callable[[Tensor], Tensor] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Top-k ``(probabilities, indices)`` of a batch of 0–1 images.
+
+    Args:
+        model: the classifier.
+        images: ``(N, C, H, W)`` in 0–1.
+        topk: classes per image.
+        runner: computes the logits instead of ``model`` (an engine's runner, from
+            :meth:`reslab.inference.Engine.prepare`).
+    """
+    if runner is None:
+        model.eval()
+        runner = model
+    probs = runner(images).float().softmax(-1)
     return probs.topk(min(topk, probs.shape[-1]), dim=-1)
 
 
@@ -84,6 +100,7 @@ def predict_files(
     topk: int = 5,
     batch_size: int = 16,
     device: str | torch.device | None = None,
+    runner: Callable[[Tensor], Tensor] | None = None,
 ) -> list[Prediction]:
     """Classify ``files`` with ``model``; results in the order given, errors included.
 
@@ -93,6 +110,9 @@ def predict_files(
         topk: classes to report per file.
         batch_size: images per forward pass.
         device: where to run (default: the model's device).
+        runner: computes the logits instead of ``model``: an engine's runner (from
+            :meth:`reslab.inference.Engine.prepare`); ``model`` still gives the resize/crop
+            and the class names.
     """
     if topk < 1:
         raise ValueError(f"topk must be positive, got {topk}")
@@ -106,7 +126,7 @@ def predict_files(
         if not pending:
             return
         batch = torch.stack([x for _, x in pending]).to(device)
-        probs, idx = predict_tensor(model, batch, topk)
+        probs, idx = predict_tensor(model, batch, topk, runner=runner)
         for (i, _), p_row, i_row in zip(pending, probs.tolist(), idx.tolist()):
             results[i].classes = [(c, names[c], p) for p, c in zip(p_row, i_row)]
         pending.clear()

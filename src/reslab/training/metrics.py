@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -96,6 +96,7 @@ def evaluate(
     device: str | torch.device | None = None,
     amp: bool = False,
     input_transform=None,
+    runner: Callable[[Tensor], Tensor] | None = None,
 ) -> EvalResult:
     """Accuracy, top-5, cross-entropy and a confusion matrix of ``model`` over ``loader``.
 
@@ -110,6 +111,8 @@ def evaluate(
         device: where to run (default: the model's).
         amp: bf16 autocast.
         input_transform: applied to every image batch (e.g. channels-last).
+        runner: computes the logits instead of ``model`` (e.g. an inference engine's
+            runner); ``model`` still says the device.
     """
     device = torch.device(device) if device else next(model.parameters()).device
     model = model.to(device).eval()
@@ -124,7 +127,7 @@ def evaluate(
             xb, yb = xb.to(device), yb.to(device)
             if input_transform is not None:
                 xb = input_transform(xb)
-            logits = model(xb).float()
+            logits = (runner or model)(xb).float()
             if idx is not None:
                 logits = logits[:, idx]
             k = logits.shape[-1]
