@@ -41,7 +41,7 @@ ARMS = {
 BUDGETS: dict[str, dict[str, Any]] = {
     "short": {
         "train_limit": 10000,  # images
-        "epochs": 6,
+        "epochs": 10,
         "bs": 128,
         "lr": 0.2,  # one-cycle peak
         "schedule": "one-cycle",
@@ -50,8 +50,8 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "train_eval": 5000,  # images for the clean training error
     },
     "long": {
-        "train_limit": 20000,
-        "epochs": 12,
+        "train_limit": 20000,  # images
+        "epochs": 20,
         "bs": 128,
         "lr": 0.2,
         "schedule": "one-cycle",

@@ -1,0 +1,201 @@
+"""The inference ladder on a CUDA GPU (BENCHMARKS.md, "Inference ladder (GPU)").
+
+    python benchmarks/cuda_ladder.py --json OUT.json [--batch 256] [--runs 7]
+
+Two parts, one process:
+
+* **speed**: ResNet-50 (random weights: speed does not depend on them) at 224 px, batch 256.
+  Every rung runs the same batch; the rungs are timed round-robin (``--runs`` rounds of
+  ``--iters`` steps each, CUDA events), so clock drift hits them alike; the median round gives
+  img/s, and the ratio is against eager fp32 in the same process.
+* **accuracy**: the same rungs built from ``resnet20@reslab-cifar10`` (the shipped weights),
+  top-1 on the 10,000 CIFAR-10 test images (the JPEG copy; ``$RESLAB_DATA`` must hold
+  ``cifar10-jpg.tar.gz``), batch 256.
+
+Rungs: ``eager`` (fp32 as PyTorch runs it: cuDNN may use TF32 for convolutions, its default),
+``eager-strict`` (TF32 off), ``fast`` (BN folded, channels-last), ``bf16``, ``fp16`` (the
+fast model cast), ``compile`` and ``compile-bf16`` (reslab's engines), ``graph-bf16`` (the
+bf16 model captured once in a CUDA graph and replayed) and ``compile-bf16-graphs`` (inductor's
+``reduce-overhead`` mode, which uses CUDA graphs itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from reslab.data import load_dataset
+from reslab.inference import get_engine, ladder_eval_data
+from reslab.inference.engines import fast_model
+from reslab.weights import resolve_model
+
+Runner = Callable[[Tensor], Tensor]
+
+
+def _cast(model: nn.Module, dtype: torch.dtype) -> Runner:
+    net = fast_model(model).cuda().to(dtype)
+
+    def run(x: Tensor) -> Tensor:
+        with torch.inference_mode():
+            return net(x.to(dtype).contiguous(memory_format=torch.channels_last)).float()
+
+    return run
+
+
+def _strict_eager(model: nn.Module) -> Runner:
+    net = model.eval().cuda()
+
+    def run(x: Tensor) -> Tensor:
+        conv, mm = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            with torch.inference_mode():
+                return net(x)
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, mm
+
+    return run
+
+
+def _graphed(model: nn.Module, example: Tensor) -> Runner:
+    """The bf16 fast model captured in one CUDA graph for ``example``'s shape."""
+    net = fast_model(model).cuda().to(torch.bfloat16)
+    static_in = example.cuda().to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.inference_mode(), torch.cuda.stream(side):
+        for _ in range(3):  # warm-up on a side stream, as capture requires
+            net(static_in)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.inference_mode(), torch.cuda.graph(graph):
+        static_out = net(static_in)
+
+    def run(x: Tensor) -> Tensor:
+        if x.shape != static_in.shape:
+            raise ValueError(f"graph captured for {tuple(static_in.shape)}, got {tuple(x.shape)}")
+        static_in.copy_(x)
+        graph.replay()
+        return static_out.float()
+
+    return run
+
+
+def _compiled_graphs(model: nn.Module) -> Runner:
+    net = torch.compile(fast_model(model).cuda().to(torch.bfloat16), mode="reduce-overhead")
+
+    def run(x: Tensor) -> Tensor:
+        with torch.inference_mode():
+            out = net(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
+            return out.float().clone()  # the graph's output buffer is reused by the next replay
+
+    return run
+
+
+def build_rungs(model: nn.Module, example: Tensor) -> dict[str, Runner]:
+    """Every rung for ``model`` on the GPU, each warmed up on ``example``."""
+    rungs: dict[str, Runner] = {}
+    for name in ("eager", "fast", "bf16", "compile", "compile-bf16"):
+        rungs[name] = get_engine(name).prepare(model, example=example, device="cuda")
+    rungs["eager-strict"] = _strict_eager(model)
+    rungs["fp16"] = _cast(model, torch.float16)
+    rungs["graph-bf16"] = _graphed(model, example)
+    rungs["compile-bf16-graphs"] = _compiled_graphs(model)
+    x = example.cuda()
+    for run in rungs.values():
+        for _ in range(3):
+            run(x)
+    torch.cuda.synchronize()
+    return rungs
+
+
+def time_rungs(rungs: dict[str, Runner], x: Tensor, runs: int, iters: int) -> dict[str, float]:
+    """Median seconds per batch of each rung, rounds interleaved across rungs."""
+    seconds: dict[str, list[float]] = {name: [] for name in rungs}
+    for _ in range(runs):
+        for name, run in rungs.items():
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(iters):
+                run(x)
+            end.record()
+            end.synchronize()
+            seconds[name].append(start.elapsed_time(end) / 1000 / iters)
+    return {name: statistics.median(values) for name, values in seconds.items()}
+
+
+def speed(batch: int, runs: int, iters: int) -> dict:
+    model = resolve_model("resnet50")
+    x = torch.rand(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0)).cuda()
+    rungs = build_rungs(model, x)
+    reference = rungs["eager-strict"](x)
+    per_batch = time_rungs(rungs, x, runs, iters)
+    table = {}
+    for name, run in rungs.items():
+        out = run(x)
+        table[name] = {
+            "img_per_s": batch / per_batch[name],
+            "ms_per_batch": per_batch[name] * 1000,
+            "speedup_vs_eager": per_batch["eager"] / per_batch[name],
+            "max_logit_gap_vs_strict_fp32": (out - reference).abs().max().item(),
+            "top1_agreement_vs_strict_fp32": (out.argmax(1) == reference.argmax(1))
+            .float()
+            .mean()
+            .item(),
+        }
+    return table
+
+
+def accuracy(batch: int) -> dict:
+    model = resolve_model("resnet20@reslab-cifar10")
+    data = ladder_eval_data(load_dataset("cifar10", "test"), model, batch)
+    example = next(iter(data()))[0]
+    rungs = build_rungs(model, example)
+    result = {}
+    for name, run in rungs.items():
+        right = total = 0
+        for x, y in data():
+            keep = y >= 0
+            pred = run(x.cuda()).argmax(1).cpu()
+            right += int((pred[keep] == y[keep]).sum())
+            total += int(keep.sum())
+        result[name] = {"top1": right / total, "images": total}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", required=True, help="where to write the results")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--runs", type=int, default=7, help="timed rounds (median)")
+    parser.add_argument("--iters", type=int, default=20, help="batches per timed round")
+    args = parser.parse_args()
+    started = time.time()
+    props = torch.cuda.get_device_properties(0)
+    result = {
+        "command": "python benchmarks/cuda_ladder.py "
+        + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
+        "gpu": props.name,
+        "torch": torch.__version__,
+        "cudnn": torch.backends.cudnn.version(),
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+    }
+    for key, part in (
+        ("speed_resnet50_224", lambda: speed(args.batch, args.runs, args.iters)),
+        ("accuracy_resnet20_cifar10", lambda: accuracy(args.batch)),
+    ):
+        result[key] = part()
+        result["seconds"] = round(time.time() - started, 1)
+        with open(args.json, "w") as f:  # after each part: a timeout keeps what finished
+            json.dump(result, f, indent=2)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
