@@ -98,20 +98,29 @@ def _compiled_graphs(model: nn.Module) -> Runner:
     return run
 
 
-def build_rungs(model: nn.Module, example: Tensor) -> dict[str, Runner]:
-    """Every rung for ``model`` on the GPU, each warmed up on ``example``."""
+RUNGS: dict[str, Callable[[nn.Module, Tensor], Runner]] = {
+    "eager": lambda m, x: get_engine("eager").prepare(m, example=x, device="cuda"),
+    "eager-strict": lambda m, x: _strict_eager(m),
+    "fast": lambda m, x: get_engine("fast").prepare(m, example=x, device="cuda"),
+    "bf16": lambda m, x: get_engine("bf16").prepare(m, example=x, device="cuda"),
+    "fp16": lambda m, x: _cast(m, torch.float16),
+    "graph-bf16": _graphed,
+    "compile": lambda m, x: get_engine("compile").prepare(m, example=x, device="cuda"),
+    "compile-bf16": lambda m, x: get_engine("compile-bf16").prepare(m, example=x, device="cuda"),
+    "compile-bf16-graphs": lambda m, x: _compiled_graphs(m),
+}
+
+
+def build_rungs(model: nn.Module, example: Tensor, names: list[str]) -> dict[str, Runner]:
+    """The named rungs for ``model`` on the GPU, each warmed up on ``example``."""
     rungs: dict[str, Runner] = {}
-    for name in ("eager", "fast", "bf16", "compile", "compile-bf16"):
-        rungs[name] = get_engine(name).prepare(model, example=example, device="cuda")
-    rungs["eager-strict"] = _strict_eager(model)
-    rungs["fp16"] = _cast(model, torch.float16)
-    rungs["graph-bf16"] = _graphed(model, example)
-    rungs["compile-bf16-graphs"] = _compiled_graphs(model)
     x = example.cuda()
-    for run in rungs.values():
+    for name in names:
+        print(f"building {name}", flush=True)  # the last such line names a rung that crashed
+        rungs[name] = RUNGS[name](model, example)
         for _ in range(3):
-            run(x)
-    torch.cuda.synchronize()
+            rungs[name](x)
+        torch.cuda.synchronize()
     return rungs
 
 
@@ -130,10 +139,10 @@ def time_rungs(rungs: dict[str, Runner], x: Tensor, runs: int, iters: int) -> di
     return {name: statistics.median(values) for name, values in seconds.items()}
 
 
-def speed(batch: int, runs: int, iters: int) -> dict:
+def speed(batch: int, runs: int, iters: int, names: list[str]) -> dict:
     model = resolve_model("resnet50")
     x = torch.rand(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0)).cuda()
-    rungs = build_rungs(model, x)
+    rungs = build_rungs(model, x, names)
     reference = rungs["eager-strict"](x)
     per_batch = time_rungs(rungs, x, runs, iters)
     table = {}
@@ -152,11 +161,11 @@ def speed(batch: int, runs: int, iters: int) -> dict:
     return table
 
 
-def accuracy(batch: int) -> dict:
+def accuracy(batch: int, names: list[str]) -> dict:
     model = resolve_model("resnet20@reslab-cifar10")
     data = ladder_eval_data(load_dataset("cifar10", "test"), model, batch)
     example = next(iter(data()))[0]
-    rungs = build_rungs(model, example)
+    rungs = build_rungs(model, example, names)
     result = {}
     for name, run in rungs.items():
         right = total = 0
@@ -175,7 +184,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--runs", type=int, default=7, help="timed rounds (median)")
     parser.add_argument("--iters", type=int, default=20, help="batches per timed round")
+    parser.add_argument("--skip", default="", help="rungs to leave out, comma-separated")
     args = parser.parse_args()
+    names = [name for name in RUNGS if name not in args.skip.split(",")]
     started = time.time()
     props = torch.cuda.get_device_properties(0)
     result = {
@@ -187,8 +198,8 @@ def main() -> None:
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
     }
     for key, part in (
-        ("speed_resnet50_224", lambda: speed(args.batch, args.runs, args.iters)),
-        ("accuracy_resnet20_cifar10", lambda: accuracy(args.batch)),
+        ("speed_resnet50_224", lambda: speed(args.batch, args.runs, args.iters, names)),
+        ("accuracy_resnet20_cifar10", lambda: accuracy(args.batch, names)),
     ):
         result[key] = part()
         result["seconds"] = round(time.time() - started, 1)
