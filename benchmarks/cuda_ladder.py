@@ -63,18 +63,19 @@ def _strict_eager(model: nn.Module) -> Runner:
     return run
 
 
-def _graphed(model: nn.Module, example: Tensor) -> Runner:
-    """The bf16 fast model captured in one CUDA graph for ``example``'s shape."""
-    net = fast_model(model).cuda().to(torch.bfloat16)
-    static_in = example.cuda().to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+def _graphed(net: nn.Module, example: Tensor, dtype: torch.dtype) -> Runner:
+    """``net`` captured in one CUDA graph for ``example``'s shape (grad off, not inference
+    mode: a graph replays into the same output buffer, so the result is copied out)."""
+    static_in = example.cuda().to(dtype).contiguous(memory_format=torch.channels_last)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
-    with torch.inference_mode(), torch.cuda.stream(side):
+    with torch.no_grad(), torch.cuda.stream(side):
         for _ in range(3):  # warm-up on a side stream, as capture requires
             net(static_in)
     torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
-    with torch.inference_mode(), torch.cuda.graph(graph):
+    with torch.no_grad(), torch.cuda.graph(graph):
         static_out = net(static_in)
 
     def run(x: Tensor) -> Tensor:
@@ -82,7 +83,7 @@ def _graphed(model: nn.Module, example: Tensor) -> Runner:
             raise ValueError(f"graph captured for {tuple(static_in.shape)}, got {tuple(x.shape)}")
         static_in.copy_(x)
         graph.replay()
-        return static_out.float()
+        return static_out.float().clone()
 
     return run
 
@@ -104,7 +105,8 @@ RUNGS: dict[str, Callable[[nn.Module, Tensor], Runner]] = {
     "fast": lambda m, x: get_engine("fast").prepare(m, example=x, device="cuda"),
     "bf16": lambda m, x: get_engine("bf16").prepare(m, example=x, device="cuda"),
     "fp16": lambda m, x: _cast(m, torch.float16),
-    "graph-bf16": _graphed,
+    "graph-fp32": lambda m, x: _graphed(fast_model(m).cuda(), x, torch.float32),
+    "graph-bf16": lambda m, x: _graphed(fast_model(m).cuda().to(torch.bfloat16), x, torch.bfloat16),
     "compile": lambda m, x: get_engine("compile").prepare(m, example=x, device="cuda"),
     "compile-bf16": lambda m, x: get_engine("compile-bf16").prepare(m, example=x, device="cuda"),
     "compile-bf16-graphs": lambda m, x: _compiled_graphs(m),
@@ -115,12 +117,22 @@ def build_rungs(model: nn.Module, example: Tensor, names: list[str]) -> dict[str
     """The named rungs for ``model`` on the GPU, each warmed up on ``example``."""
     rungs: dict[str, Runner] = {}
     x = example.cuda()
+    reference = get_engine("eager").prepare(model, example=x, device="cuda")(x)
     for name in names:
         print(f"building {name}", flush=True)  # the last such line names a rung that crashed
-        rungs[name] = RUNGS[name](model, example)
-        for _ in range(3):
-            rungs[name](x)
-        torch.cuda.synchronize()
+        try:
+            run = RUNGS[name](model, example)
+            for _ in range(3):
+                out = run(x)
+            torch.cuda.synchronize()
+        except Exception as error:  # noqa: BLE001 - a broken rung is reported, not fatal
+            print(f"rung {name} failed: {type(error).__name__}: {error}", flush=True)
+            continue
+        agree = (out.argmax(1) == reference.argmax(1)).float().mean().item()
+        if not torch.isfinite(out).all() or agree < 0.9:
+            print(f"rung {name} dropped: wrong output (top-1 agreement {agree:.3f})", flush=True)
+            continue
+        rungs[name] = run
     return rungs
 
 
@@ -143,7 +155,7 @@ def speed(batch: int, runs: int, iters: int, names: list[str]) -> dict:
     model = resolve_model("resnet50")
     x = torch.rand(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0)).cuda()
     rungs = build_rungs(model, x, names)
-    reference = rungs["eager-strict"](x)
+    reference = RUNGS["eager-strict"](model, x)(x)
     per_batch = time_rungs(rungs, x, runs, iters)
     table = {}
     for name, run in rungs.items():
