@@ -295,8 +295,24 @@ def test_suggest_lr_finds_steepest_descent():
     assert min(range(25), key=losses.__getitem__) == 16 and losses[18] > losses[16]
     # Central slopes (d[i-1] + d[i]) / (2 * step): i = 10 gives -0.9, i = 9 gives -0.55,
     # i = 11 gives -0.45; i = 18 (-8.5) is steeper but lies beyond the minimum.
-    assert suggest_lr(lrs, losses) == lrs[10]
+    assert suggest_lr(lrs, losses, method="steepest") == lrs[10]
     assert suggest_lr(lrs[:3], [1.0, 0.5, 0.2]) == lrs[1]  # too short to differentiate
+
+
+def test_suggest_lr_valley_ignores_a_noisy_start():
+    from reslab.training import suggest_lr
+
+    lrs = [10 ** (-7 + i * 0.3) for i in range(24)]
+    # A sweep like fastbook's ResBlock net at 64 px: the smoothed loss starts high and dips at
+    # once (noise), stays flat, then falls gently from index 10 to its minimum at 19 and rises.
+    losses = [3.4, 2.9] + [3.0] * 8 + [2.95 - 0.05 * k for k in range(10)] + [2.6, 3.0, 4.0, 6.0]
+    # Longest strictly falling subsequence: 3.4 (0), 3.0 (2), 2.95 ... 2.5 (10-19): from 0 to
+    # 19, so the suggestion is two thirds along it, index 0 + 19 * 2 // 3 = 12, inside the fall.
+    assert suggest_lr(lrs, losses) == lrs[12]
+    # The steepest central slope is the noise at index 1: (3.0 - 3.4) / 2 steps.
+    assert suggest_lr(lrs, losses, method="steepest") == lrs[1]
+    with pytest.raises(ValueError, match="unknown suggestion method"):
+        suggest_lr(lrs, losses, method="cliff")
 
 
 def test_evaluate_with_class_index_and_confusion():

@@ -35,19 +35,47 @@ class LRFindResult:
         }
 
 
-def suggest_lr(lrs: list[float], losses: list[float]) -> float:
-    """The LR where the smoothed loss falls fastest (steepest negative slope vs. log LR),
-    searched before the loss minimum; the first and last points are ignored as noisy."""
+def suggest_lr(lrs: list[float], losses: list[float], method: str = "valley") -> float:
+    """The learning rate to train with, read off an LR sweep's smoothed losses.
+
+    ``"valley"`` (the default, as fastai's): the longest stretch over which the loss keeps
+    falling (its longest decreasing subsequence), and the LR two thirds of the way along it —
+    far enough down the slope to learn fast, well before the divergence. ``"steepest"``: the LR
+    where the loss falls fastest against log LR, searched before the loss minimum; one noisy
+    dip at the start of the sweep can win there, which is why it is not the default.
+    """
     if len(lrs) < 4:
         return lrs[len(lrs) // 2]
-    end = min(range(len(losses)), key=losses.__getitem__)  # loss minimum
-    end = max(end, 3)
+    if method == "steepest":
+        return lrs[_steepest(lrs, losses)]
+    if method != "valley":
+        raise ValueError(f"unknown suggestion method {method!r}; expected valley or steepest")
+    start, end = _longest_descent(losses)
+    return lrs[start + (end - start) * 2 // 3]
+
+
+def _longest_descent(losses: list[float]) -> tuple[int, int]:
+    """First and last index of the longest strictly decreasing subsequence of ``losses``."""
+    length, previous = [1] * len(losses), [-1] * len(losses)
+    for i, loss in enumerate(losses):
+        for j in range(i):
+            if losses[j] > loss and length[j] + 1 > length[i]:
+                length[i], previous[i] = length[j] + 1, j
+    end = max(range(len(losses)), key=length.__getitem__)
+    start = end
+    while previous[start] != -1:
+        start = previous[start]
+    return start, end
+
+
+def _steepest(lrs: list[float], losses: list[float]) -> int:
+    end = max(min(range(len(losses)), key=losses.__getitem__), 3)  # the loss minimum
     best_i, best_slope = 1, math.inf
     for i in range(1, end):
         slope = (losses[i + 1] - losses[i - 1]) / (math.log(lrs[i + 1]) - math.log(lrs[i - 1]))
         if slope < best_slope:
             best_i, best_slope = i, slope
-    return lrs[best_i]
+    return best_i
 
 
 class LRFinder(Callback):
