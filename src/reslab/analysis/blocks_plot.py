@@ -26,9 +26,11 @@ def plot_blocks(report: dict, path: str | Path, title: str = "") -> Path:
     axes = fig.subplots(1, panels, width_ratios=[3, 3, 1.2][:panels])
     lesion = [100 * (b["lesion_accuracy"] or 0.0) for b in blocks]
     bars = axes[0].bar(range(len(blocks)), lesion, color="C0")
-    for bar, block in zip(bars, blocks):
+    for i, (bar, block) in enumerate(zip(bars, blocks)):
         if block["downsample"]:
             bar.set_hatch("//")
+        if block["lesion_accuracy"] is None:  # a plain block that changes shape: not removable
+            axes[0].text(i, 1, "skipped", rotation=90, ha="center", va="bottom", fontsize=6)
     axes[0].axhline(100 * report["base_accuracy"], ls="--", color="black", lw=1)
     axes[0].set_title("test accuracy with one block removed (%)", fontsize=9)
     ratios = [b["residual_ratio"] or 0.0 for b in blocks]
