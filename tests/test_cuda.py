@@ -163,7 +163,7 @@ DDP_SCRIPT = textwrap.dedent(
     import json, sys, torch
     from torch import nn
     from reslab.data import TensorImageDataset, TensorLoader
-    from reslab.training import Learner, init_distributed
+    from reslab.training import Learner, cleanup_distributed, init_distributed
 
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     ctx = init_distributed("cuda")
@@ -187,6 +187,7 @@ DDP_SCRIPT = textwrap.dedent(
         out = {"losses": learn.recorder.losses, "world": ctx.world_size,
                "weights": [p.tolist() for p in model.parameters()]}
         open(sys.argv[1], "w").write(json.dumps(out))
+    cleanup_distributed()
     """
 )
 

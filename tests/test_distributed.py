@@ -23,7 +23,7 @@ LEARNER_SCRIPT = textwrap.dedent(
     import json, sys, torch
     from torch import nn
     from reslab.data import TensorImageDataset, TensorLoader
-    from reslab.training import Learner, init_distributed
+    from reslab.training import Learner, cleanup_distributed, init_distributed
 
     ctx = init_distributed("cpu")
     g = torch.Generator().manual_seed(0)
@@ -44,6 +44,7 @@ LEARNER_SCRIPT = textwrap.dedent(
         out = {"losses": learn.recorder.losses, "history": learn.recorder.history,
                "world": ctx.world_size, "weights": [p.tolist() for p in model.parameters()]}
         open(sys.argv[1], "w").write(json.dumps(out))
+    cleanup_distributed()  # as `reslab train` does: gloo's threads end before the process
     """
 )
 
