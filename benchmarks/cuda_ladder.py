@@ -14,9 +14,9 @@ Two parts, one process:
 
 Rungs: ``eager`` (fp32 as PyTorch runs it: cuDNN may use TF32 for convolutions, its default),
 ``eager-strict`` (TF32 off), ``fast`` (BN folded, channels-last), ``bf16``, ``fp16`` (the
-fast model cast), ``compile`` and ``compile-bf16`` (reslab's engines), ``graph-bf16`` (the
-bf16 model captured once in a CUDA graph and replayed) and ``compile-bf16-graphs`` (inductor's
-``reduce-overhead`` mode, which uses CUDA graphs itself).
+fast model cast), ``compile`` and ``compile-bf16`` (reslab's engines), ``graph-fp32`` and
+``graph-bf16`` (the fast model captured once in a CUDA graph and replayed) and
+``compile-bf16-graphs`` (inductor's ``reduce-overhead`` mode, which uses CUDA graphs itself).
 """
 
 from __future__ import annotations
