@@ -63,36 +63,49 @@ def _strict_eager(model: nn.Module) -> Runner:
     return run
 
 
-def _graphed(net: nn.Module, example: Tensor, dtype: torch.dtype) -> Runner:
-    """``net`` captured in one CUDA graph for ``example``'s shape (grad off, not inference
-    mode: a graph replays into the same output buffer, so the result is copied out)."""
-    static_in = example.cuda().to(dtype).contiguous(memory_format=torch.channels_last)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.no_grad(), torch.cuda.stream(side):
-        for _ in range(3):  # warm-up on a side stream, as capture requires
-            net(static_in)
-    torch.cuda.current_stream().wait_stream(side)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.no_grad(), torch.cuda.graph(graph):
-        static_out = net(static_in)
+class GraphedRunner:
+    """``net`` captured in one CUDA graph for ``example``'s shape and replayed.
 
-    def run(x: Tensor) -> Tensor:
-        if x.shape != static_in.shape:
-            raise ValueError(f"graph captured for {tuple(static_in.shape)}, got {tuple(x.shape)}")
-        static_in.copy_(x)
-        graph.replay()
-        return static_out.float().clone()
+    A graph records raw device addresses: of its input and output buffers and of ``net``'s
+    weights. It keeps none of them alive, so this object holds all three; a graph whose module
+    was freed replays on reused memory: wrong logits or NaN, or "an illegal memory access" once
+    the caching allocator hands the block back to the driver. Both were seen on the H200 with
+    an earlier version that let the module go (the likely cause; not yet rerun on a GPU).
+    Warm-up runs on a side stream, as capture requires.
+    """
 
-    return run
+    def __init__(self, net: nn.Module, example: Tensor, dtype: torch.dtype) -> None:
+        self.net = net  # the graph reads these weights' addresses
+        self.static_in = example.cuda().to(dtype).contiguous(memory_format=torch.channels_last)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.no_grad(), torch.cuda.stream(side):
+            for _ in range(3):
+                net(self.static_in)
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.no_grad(), torch.cuda.graph(self.graph):
+            self.static_out = net(self.static_in)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if x.shape != self.static_in.shape:
+            raise ValueError(
+                f"graph captured for {tuple(self.static_in.shape)}, got {tuple(x.shape)}"
+            )
+        self.static_in.copy_(x)
+        self.graph.replay()
+        return self.static_out.float().clone()  # the next replay overwrites static_out
 
 
 def _compiled_graphs(model: nn.Module) -> Runner:
     net = torch.compile(fast_model(model).cuda().to(torch.bfloat16), mode="reduce-overhead")
 
     def run(x: Tensor) -> Tensor:
-        with torch.inference_mode():
+        # no_grad, not inference_mode: CUDA-graph trees entered from inference mode are a known
+        # failure (pytorch/pytorch#135892).
+        torch.compiler.cudagraph_mark_step_begin()
+        with torch.no_grad():
             out = net(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
             return out.float().clone()  # the graph's output buffer is reused by the next replay
 
@@ -105,8 +118,10 @@ RUNGS: dict[str, Callable[[nn.Module, Tensor], Runner]] = {
     "fast": lambda m, x: get_engine("fast").prepare(m, example=x, device="cuda"),
     "bf16": lambda m, x: get_engine("bf16").prepare(m, example=x, device="cuda"),
     "fp16": lambda m, x: _cast(m, torch.float16),
-    "graph-fp32": lambda m, x: _graphed(fast_model(m).cuda(), x, torch.float32),
-    "graph-bf16": lambda m, x: _graphed(fast_model(m).cuda().to(torch.bfloat16), x, torch.bfloat16),
+    "graph-fp32": lambda m, x: GraphedRunner(fast_model(m).cuda(), x, torch.float32),
+    "graph-bf16": lambda m, x: GraphedRunner(
+        fast_model(m).cuda().to(torch.bfloat16), x, torch.bfloat16
+    ),
     "compile": lambda m, x: get_engine("compile").prepare(m, example=x, device="cuda"),
     "compile-bf16": lambda m, x: get_engine("compile-bf16").prepare(m, example=x, device="cuda"),
     "compile-bf16-graphs": lambda m, x: _compiled_graphs(m),

@@ -249,3 +249,33 @@ def test_explain_and_the_report_analysis_on_cuda_match_the_cpu():
     assert [t.index for t in on_gpu[1].top] == [t.index for t in on_cpu[1].top]
     cams = [torch.stack([t.cam for t in result.top]) for result in (on_gpu[1], on_cpu[1])]
     torch.testing.assert_close(*cams, atol=1e-3, rtol=0)
+
+
+def _benchmark_module(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cuda_graph_rung_keeps_its_weights_alive():
+    # A CUDA graph replays raw addresses. If the runner let the captured module go, its weight
+    # blocks return to the caching allocator; the NaN tensors of the same sizes allocated below
+    # take them over (the replay reads NaN), and empty_cache unmaps the rest (it faults).
+    import gc
+
+    ladder = _benchmark_module("cuda_ladder")
+    model = randomize_bn(reslab.create_model("resnet18", num_classes=10)).eval()
+    x = torch.rand(8, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model(x)
+    run = ladder.RUNGS["graph-fp32"](model, x.cuda())
+    gc.collect()
+    squatters = [torch.full_like(p, float("nan"), device="cuda") for p in model.parameters()]
+    torch.cuda.empty_cache()
+    outs = [run(torch.rand_like(x).cuda()), run(x.cuda())]
+    del squatters  # held until both replays are done
+    assert torch.isfinite(outs[0]).all()
+    torch.testing.assert_close(outs[1].cpu(), expected, rtol=1e-3, atol=1e-3)
