@@ -216,6 +216,12 @@ def test_negative_sampling_loss(data, tmp_path):
         ),
         (["train", "--data", "fashion-mnist", "--out", "X", "--loss", "nce"], "--negatives"),
         (["train", "--data", "fashion-mnist", "--out", "X", "--schedule", "step"], "--milestones"),
+        (["train", "--data", "fashion-mnist", "--out", "X", "--warmup-epochs", "1"], "step"),
+        (
+            ["train", "--data", "fashion-mnist", "--out", "X", "--schedule", "step"]
+            + ["--milestones", "2", "--warmup-epochs", "2"],
+            "before the first",
+        ),
         (["plot", "history", "/nonexistent-run"], "no history.json"),
         (["eval", "/nonexistent.safetensors", "--data", "fashion-mnist"], "no such file"),
     ],

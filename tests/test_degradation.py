@@ -18,6 +18,7 @@ import torch
 import reslab
 from reslab.cli import main
 from reslab.models.blocks import dirac_init_
+from reslab.recipes.degradation import DegradationConfig, degradation_runs
 from test_data_synthetic import write_fake_fashion_mnist
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,6 +110,17 @@ def test_rerunning_skips_finished_runs_and_a_changed_recipe_is_refused(experimen
     assert len(err) == 1 and "another recipe (changed: lr)" in err[0]
 
 
+def test_a_refused_option_leaves_no_recipe_behind(data, tmp_path, capsys):
+    # A warm-up needs the step schedule; the short budget's is one-cycle. The refusal must come
+    # before recipe.json is written, or the corrected command would be refused as a change.
+    out = tmp_path / "exp"
+    bad = _args(data, out, "--depths", "110", "--warmup-epochs", "1")
+    assert main(bad) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--schedule step" in err[0]
+    assert not (out / "recipe.json").exists()
+
+
 KILLER = textwrap.dedent(
     """
     import os, signal, sys
@@ -161,6 +173,20 @@ def test_dirac_init_makes_a_plain_block_the_identity_in_eval_mode():
     with torch.no_grad():
         rel = ((noisy(x) - x).norm() / x.norm()).item()
     assert 0 < rel < 0.05
+
+
+def test_the_paper_budget_is_the_papers_protocol_and_warms_up_only_resnet110():
+    # He et al. 2015, section 4.2: batch 128, LR 0.1 / 10 at 32k and 48k of 64k iterations
+    # (epochs 82, 123, 164 of 391 iterations), wd 1e-4, momentum 0.9, all 50k images, and 0.01
+    # for about 400 iterations first for the 110-layer nets only.
+    cfg = DegradationConfig(budget="paper", depths=[20, 110], arms=["plain", "residual"])
+    runs = {run.name: run.config for run in degradation_runs(cfg)}
+    assert sorted(runs) == ["plain110-s0", "plain20-s0", "residual110-s0", "residual20-s0"]
+    for name, config in runs.items():
+        assert (config.epochs, config.bs, config.lr, config.schedule) == (164, 128, 0.1, "step")
+        assert (config.milestones, config.wd, config.momentum) == ([82, 123], 1e-4, 0.9)
+        assert config.train_limit is None and config.amp is False
+        assert config.warmup_epochs == (1 if "110" in name else 0)
 
 
 def test_help_reads_well(capsys):

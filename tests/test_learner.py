@@ -158,6 +158,28 @@ def test_step_schedule_sets_lr_per_epoch():
         StepSchedule(0.1, (5, 2))
 
 
+def test_step_schedule_warm_up_runs_at_a_tenth_then_the_full_lr():
+    # He et al.'s ResNet-110: 0.01 first, then back to 0.1, then the usual steps.
+    assert [step_lr(e, 0.1, (82, 123), warmup=1) for e in (0, 1, 81, 82, 123)] == pytest.approx(
+        [0.01, 0.1, 0.1, 0.01, 0.001]
+    )
+    x, y = toy_data(48)
+    learn = learner(toy_net(), batches(x, y, 8))
+    seen = []
+
+    class Spy(Callback):
+        order = 1
+
+        def before_batch(self):
+            if self.learn.training:
+                seen.append(self.learn.opt.param_groups[0]["lr"])
+
+    learn.fit(4, 0.2, cbs=[StepSchedule(0.2, (3,), warmup=1), Spy()])
+    assert seen == pytest.approx([0.02] * 6 + [0.2] * 12 + [0.02] * 6)
+    with pytest.raises(ValueError, match="first milestone"):
+        StepSchedule(0.1, (2, 5), warmup=2)
+
+
 def test_fit_one_cycle_sets_lr_per_batch():
     x, y = toy_data(48)
     learn = learner(toy_net(), batches(x, y, 8))

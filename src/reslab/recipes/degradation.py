@@ -37,7 +37,8 @@ ARMS = {
 }
 # Named training budgets (CIFAR-10). Explicit options override them. "paper" is He et al.'s
 # protocol: 164 epochs of the 50k training images at batch 128, LR 0.1 divided by 10 at epochs
-# 82 and 123, weight decay 1e-4, momentum 0.9, float32.
+# 82 and 123, weight decay 1e-4, momentum 0.9, float32, and for the nets of WARMUP_MIN_DEPTH
+# layers or more one epoch at LR 0.01 first.
 BUDGETS: dict[str, dict[str, Any]] = {
     "short": {
         "train_limit": 10000,  # images
@@ -71,12 +72,16 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "momentum": 0.9,
         "amp": False,
         "train_eval": 10000,
+        "warmup_epochs": 1,  # ResNet-110 only, as in the paper (WARMUP_MIN_DEPTH)
     },
 }
+# He et al. warmed up only their 110-layer nets ("0.1 is slightly too large to start
+# converging"); shallower nets start at the full LR.
+WARMUP_MIN_DEPTH = 110
 # What the recipe may take from a budget, and what the command line may override.
 RECIPE_KEYS = (
     "train_limit", "epochs", "bs", "lr", "schedule", "milestones", "label_smoothing", "wd",
-    "momentum", "amp", "train_eval",
+    "momentum", "amp", "train_eval", "warmup_epochs",
 )  # fmt: skip
 
 
@@ -110,6 +115,12 @@ class DegradationConfig:
     )
     milestones: list[int] | None = option(
         None, "epochs where --schedule step divides the LR by 10", "epochs"
+    )
+    warmup_epochs: int | None = option(
+        None,
+        f"step schedule: epochs at a tenth of the LR first, nets of {WARMUP_MIN_DEPTH}+ layers",
+        "count",
+        default_text="the budget's",
     )
     label_smoothing: float | None = option(None, "label smoothing", "fraction")
     wd: float | None = option(None, "weight decay", "non_negative_float")
@@ -167,10 +178,11 @@ def degradation_runs(cfg: DegradationConfig) -> list[ExperimentRun]:
         for arm in cfg.arms:
             template, options = ARMS[arm]
             for depth in cfg.depths:
+                warmup = {"warmup_epochs": 0} if depth < WARMUP_MIN_DEPTH else {}
                 config = TrainConfig(
                     data=cfg.data, data_dir=cfg.data_dir, out=".", seed=seed,
                     model=template.format(depth=depth), device=cfg.device,
-                    threads=cfg.threads, progress=cfg.progress, **options, **train,
+                    threads=cfg.threads, progress=cfg.progress, **options, **{**train, **warmup},
                 )  # fmt: skip
                 labels = {"arm": arm, "depth": depth, "seed": seed}
                 runs.append(ExperimentRun(f"{arm}{depth}-s{seed}", config, labels))
@@ -181,8 +193,9 @@ def run_degradation(cfg: DegradationConfig) -> dict[str, Any]:
     """Train what is missing, then write ``results.json``, ``results.md``, ``degradation.png``;
     return the results."""
     recipe = cfg.recipe()
+    runs = degradation_runs(cfg)  # a bad option fails here, before the folder is touched
     with open_experiment(cfg.out, recipe) as folder:
-        finished = [(run, metrics) for run, metrics in train_runs(folder, degradation_runs(cfg))]
+        finished = [(run, metrics) for run, metrics in train_runs(folder, runs)]
         results = collect_results(folder, recipe, finished)
         write_results(Path(folder), results)
         write_manifest(

@@ -172,8 +172,9 @@ def plot_lr_finds(results: dict[str, Any], path: Path) -> Path:
 
 def run_fastbook(cfg: FastbookConfig) -> dict[str, Any]:
     recipe = cfg.recipe()
+    runs = fastbook_runs(cfg)  # a bad option fails here, before the folder is touched
     with open_experiment(cfg.out, recipe) as folder:
-        rows = [_row(folder, run, m) for run, m in train_runs(folder, fastbook_runs(cfg))]
+        rows = [_row(folder, run, m) for run, m in train_runs(folder, runs)]
         results = {"data": cfg.data, "recipe": recipe, "runs": rows}
         atomic_write_json(folder / "results.json", results)
         atomic_write_text(folder / "results.md", results_markdown(results))

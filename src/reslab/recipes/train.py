@@ -250,7 +250,8 @@ def _fit(learn: Learner, cfg: TrainConfig) -> None:
     if cfg.schedule == "one-cycle":
         learn.fit_one_cycle(cfg.epochs, learn.lr, pct_start=cfg.pct_start)
     elif cfg.schedule == "step":
-        learn.fit(cfg.epochs, learn.lr, cbs=[StepSchedule(learn.lr, tuple(cfg.milestones))])
+        schedule = StepSchedule(learn.lr, tuple(cfg.milestones), warmup=cfg.warmup_epochs)
+        learn.fit(cfg.epochs, learn.lr, cbs=[schedule])
     else:
         learn.fit(cfg.epochs, learn.lr)
 

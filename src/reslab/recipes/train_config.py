@@ -70,6 +70,9 @@ class TrainConfig:
     milestones: list[int] | None = option(
         None, "epochs where --schedule step divides the LR by 10 (the paper: 82,123)", "epochs"
     )
+    warmup_epochs: int = option(
+        0, "--schedule step: epochs at a tenth of the LR first (the paper's ResNet-110: 1)", "count"
+    )
     label_smoothing: float = option(0.1, "label smoothing of the cross-entropy", "fraction")
     ema: float | None = option(
         None, "keep an EMA of the weights with this decay, e.g. 0.999", "fraction", metavar="DECAY"
@@ -173,6 +176,10 @@ class TrainConfig:
         check_options(self)
         if self.schedule == "step" and not self.milestones:
             raise ValueError("--schedule step needs --milestones, e.g. 82,123")
+        if self.warmup_epochs and self.schedule != "step":
+            raise ValueError("--warmup-epochs needs --schedule step (one-cycle warms up itself)")
+        if self.warmup_epochs and self.warmup_epochs >= self.milestones[0]:
+            raise ValueError("--warmup-epochs must end before the first of --milestones")
         if self.loss == "nce" and self.negatives < 1:
             raise ValueError("--loss nce needs --negatives K (K >= 1)")
 
