@@ -17,7 +17,8 @@ from test_data_synthetic import write_fake_fashion_mnist
 REPO = Path(__file__).resolve().parents[1]
 
 # A Learner on a BatchNorm-free net: under DDP the averaged gradient of two half batches is
-# exactly the gradient of the whole batch, so the loss curve must match to float rounding.
+# exactly the gradient of the whole batch, so the loss curve must match to float rounding,
+# through a freeze / unfreeze cycle too.
 LEARNER_SCRIPT = textwrap.dedent(
     """
     import json, sys, torch
@@ -40,6 +41,12 @@ LEARNER_SCRIPT = textwrap.dedent(
                           nn.Flatten(), nn.Linear(32, 4))
     learn = Learner(model, train, valid, lr=0.1, progress=False)
     learn.fit_one_cycle(2)
+    # fine_tune's pattern: train the head alone, then everything. The second fit must
+    # all-reduce the conv's gradients too (a DDP wrapper made while it was frozen does not).
+    model[0].requires_grad_(False)
+    learn.fit(1, 0.05)
+    model[0].requires_grad_(True)
+    learn.fit(1, 0.05)
     if ctx.rank == 0:
         out = {"losses": learn.recorder.losses, "history": learn.recorder.history,
                "world": ctx.world_size, "weights": [p.tolist() for p in model.parameters()]}
@@ -84,7 +91,7 @@ def test_ddp_learner_matches_single_process_exactly(tmp_path):
     ddp = json.loads((tmp_path / "ddp.json").read_text())
     one = json.loads((tmp_path / "one.json").read_text())
     assert ddp["world"] == 2 and one["world"] == 1
-    assert len(ddp["losses"]) == len(one["losses"]) == 12
+    assert len(ddp["losses"]) == len(one["losses"]) == 24
     assert ddp["losses"] == pytest.approx(one["losses"], rel=1e-5, abs=1e-6)
     for a, b in zip(ddp["weights"], one["weights"]):
         torch.testing.assert_close(torch.tensor(a), torch.tensor(b), rtol=1e-4, atol=1e-5)

@@ -89,9 +89,14 @@ def init_distributed(device: str | None = None, backend: str | None = None) -> D
 
 
 def cleanup_distributed() -> None:
+    """End the process group. Call it once training is over: objects still holding the group
+    (a DDP wrapper) are collected first, so gloo's threads stop before the interpreter does."""
     if _active():
+        import gc
+
         import torch.distributed as dist
 
+        gc.collect()
         dist.destroy_process_group()
 
 
@@ -121,6 +126,11 @@ class DistributedCallback(Callback):
     ``learn.model`` stays the plain module (checkpoints, validation, ``model.fc`` access);
     ``learn.forward_model`` is the DDP wrapper that the training forward pass goes through,
     so its gradient all-reduce runs during ``backward``.
+
+    The wrapper lives for one fit. DDP fixes at construction which parameters it all-reduces
+    (those requiring grad then), so the second fit of ``fine_tune``, after ``unfreeze``, needs
+    a new one; and a wrapper kept past training would hold the process group alive past
+    ``cleanup_distributed`` (gloo then aborts the process at exit now and then).
     """
 
     order = -40
@@ -129,10 +139,11 @@ class DistributedCallback(Callback):
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         learn = self.learn
-        if isinstance(learn.forward_model, DDP) and learn.forward_model.module is learn.model:
-            return
         ids = [learn.device.index] if learn.device.type == "cuda" else None
         learn.forward_model = DDP(learn.model, device_ids=ids)
+
+    def cleanup_fit(self) -> None:
+        self.learn.forward_model = self.learn.model
 
     def before_validate(self) -> None:
         # Each process updated its BN running statistics from its own shard after DDP's last
