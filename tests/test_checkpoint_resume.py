@@ -181,6 +181,29 @@ def test_learner_interrupted_and_resumed_in_process(data_dir, reference, tmp_pat
     _assert_same(_weights(tmp_path), _weights(ref_dir))
 
 
+def test_a_resumed_lr_find_run_keeps_the_suggested_lr(data_dir, tmp_path):
+    # Without --lr, the run trains at lr_find's suggestion; a resume must not fall back to the
+    # default LR (the sweep is not rerun on resume).
+    from reslab.training import Callback
+
+    class Crash(Callback):
+        order = 100
+
+        def after_batch(self):
+            sweeping = hasattr(self.learn, "lr_finder")
+            if self.learn.training and self.learn.train_iter == 13 and not sweeping:
+                raise KeyboardInterrupt
+
+    def cfg(out):
+        return _cfg(data_dir, out, lr=None, lr_find=True, accum=1, ema=None, amp=False)
+
+    run_training(cfg(tmp_path / "ref"))
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg(tmp_path / "run"), extra_cbs=(Crash(),))
+    run_training(cfg(tmp_path / "run"), resume=True)
+    _assert_same(_weights(tmp_path / "run"), _weights(tmp_path / "ref"))
+
+
 def test_fp16_scaler_ema_and_accumulation_state_resume_exactly(tmp_path):
     # The GradScaler's scale and growth tracker, the EMA shadow and the accumulation counter
     # all travel in the state file (fp16 autocast is slow on CPU, hence a toy net here).

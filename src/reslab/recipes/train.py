@@ -221,8 +221,10 @@ def run_training(
         run.write_json("config.json", cfg.to_dict())
         if resume:
             learn.resume(run.out)
+            learn.lr = read_checkpoint_meta(run.path(CHECKPOINT_NAME)).get("peak_lr", learn.lr)
         elif cfg.lr_find:
             learn.lr = _run_lr_find(learn, run, use_suggestion=cfg.lr is None)
+        _remember_peak_lr(learn)
         _fit(learn, cfg)
         return _finish(cfg, learn, loader(test_ds, False), run, resume)
 
@@ -254,6 +256,13 @@ def _fit(learn: Learner, cfg: TrainConfig) -> None:
         learn.fit(cfg.epochs, learn.lr, cbs=[schedule])
     else:
         learn.fit(cfg.epochs, learn.lr)
+
+
+def _remember_peak_lr(learn: Learner) -> None:
+    # lr_find's suggestion exists only in this process: checkpoints keep it for --resume.
+    for cb in learn.cbs:
+        if isinstance(cb, SaveCheckpoint):
+            cb.extra["peak_lr"] = learn.lr
 
 
 def _run_lr_find(learn: Learner, run: Run, use_suggestion: bool) -> float:
