@@ -116,6 +116,10 @@ class Callback:
     def attach(self) -> None:
         """Added to a Learner (``self.learn`` is set): install hooks such as autocast."""
 
+    def detach(self) -> None:
+        """Removed from the Learner (e.g. a ``fit(cbs=...)`` callback after its fit): undo
+        what :meth:`attach` installed."""
+
     def before_fit(self) -> None: ...
     def before_epoch(self) -> None: ...
     def before_train(self) -> None: ...

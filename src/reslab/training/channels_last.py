@@ -23,6 +23,10 @@ class ChannelsLast(Callback):
         self.learn.model.to(memory_format=torch.channels_last)
         self.learn.input_transforms.append(_to_channels_last)
 
+    def detach(self) -> None:
+        # The weights stay channels-last (same values); the inputs stop being converted.
+        self.learn.input_transforms.remove(_to_channels_last)
+
 
 def _to_channels_last(x: Tensor) -> Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x

@@ -139,6 +139,7 @@ class Learner:
     def remove_cbs(self, cbs: Iterable[Callback]) -> Learner:
         for cb in cbs:
             if cb in self.cbs:
+                self._run(cb, "detach")
                 self.cbs.remove(cb)
                 if getattr(self, _snake(cb.name), None) is cb:
                     delattr(self, _snake(cb.name))

@@ -41,9 +41,11 @@ class MixedPrecision(Callback):
         self.dtype = dtype
         self.scaler: torch.amp.GradScaler | None = None
         self._scaler_state: dict | None = None
+        self._replaced: tuple | None = None  # the Learner's hooks that attach replaced
 
     def attach(self) -> None:
         learn = self.learn
+        self._replaced = (learn.autocast, learn.opt_step)
         device_type = learn.device.type
         learn.autocast = lambda: torch.autocast(device_type, dtype=self.dtype)
         if self.dtype == torch.float16:
@@ -51,6 +53,14 @@ class MixedPrecision(Callback):
             if self._scaler_state is not None:
                 self.scaler.load_state_dict(self._scaler_state)
             learn.opt_step = self._scaled_step
+
+    def detach(self) -> None:
+        # Put back plain precision; the scaler's state waits for a later attach.
+        if self._replaced is not None:
+            self.learn.autocast, self.learn.opt_step = self._replaced
+        if self.scaler is not None:
+            self._scaler_state = self.scaler.state_dict()
+            self.scaler = None
 
     def _scaled_step(self) -> None:
         self.scaler.step(self.learn.opt)
