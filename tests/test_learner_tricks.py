@@ -398,24 +398,3 @@ def test_tensorboard_missing_is_one_clear_import_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now fails
     with pytest.raises(ImportError, match="pip install tensorboard"):
         TensorBoardCallback(tmp_path)
-
-
-def test_callbacks_given_to_one_fit_leave_no_hooks_behind():
-    # fit(cbs=[MixedPrecision("fp16"), ChannelsLast()]) installs autocast, a scaled optimizer
-    # step and an input transform; the next plain fit must train exactly as a fresh Learner
-    # from the same weights and optimizer state does (a left-behind scaler step would unscale
-    # gradients that were never scaled, and autocast would keep computing in fp16).
-    x, y = toy_data(64)
-    a = learner(toy_net(), batches(x, y, 8), lr=0.05)
-    a.fit(1, cbs=[MixedPrecision("fp16"), ChannelsLast()])
-    assert a.input_transforms == []
-    start = copy.deepcopy(a.model.state_dict()), copy.deepcopy(a.opt.state_dict())
-    a.fit(1)
-    b = learner(toy_net(), batches(x, y, 8), lr=0.05)
-    b.model.to(memory_format=torch.channels_last)  # as ChannelsLast left a's weights
-    b.model.load_state_dict(start[0])
-    b.ensure_opt().load_state_dict(start[1])
-    b.fit(1)
-    assert a.pred.dtype == torch.float32
-    for key, value in b.model.state_dict().items():
-        torch.testing.assert_close(a.model.state_dict()[key], value, rtol=0, atol=0)

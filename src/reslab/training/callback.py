@@ -27,6 +27,7 @@ below, and :class:`TrainingDiverged`, pass through untouched.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 __all__ = [
@@ -111,6 +112,13 @@ class Callback:
     @property
     def name(self) -> str:
         return type(self).__name__
+
+    @property
+    def attr_name(self) -> str:
+        """The Learner attribute that reaches this callback: ``ProgressCallback`` →
+        ``progress``, ``EMA`` → ``ema``, ``LRFinder`` → ``lr_finder``."""
+        s = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", self.name.replace("NaN", "Nan"))
+        return re.sub(r"([a-z\d])([A-Z])", r"\1_\2", s).lower().removesuffix("_callback")
 
     # ---------------------------------------------------------------- events (no-ops here)
     def attach(self) -> None:

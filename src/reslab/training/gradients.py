@@ -19,7 +19,8 @@ class GradientAccumulation(Callback):
     the gradient of an effective batch ``steps`` times larger than fits in memory.
 
     BatchNorm statistics still come from each (smaller) batch. A last short group at the
-    end of an epoch is stepped too, so no gradient carries into the next epoch.
+    end of an epoch is stepped too, its losses divided by its own size (the mean gradient of
+    the batches it has), so no gradient carries into the next epoch.
     """
 
     order = -30
@@ -35,8 +36,11 @@ class GradientAccumulation(Callback):
             self.count = 0
 
     def after_loss(self) -> None:
-        if self.learn.training and self.steps > 1:
-            self.learn.loss_grad = self.learn.loss_grad / self.steps
+        learn = self.learn
+        if learn.training and self.steps > 1:
+            group_start = learn.iter - self.count  # count: batches already in this group
+            size = min(self.steps, learn.n_iter - group_start)
+            learn.loss_grad = learn.loss_grad / size
 
     def before_step(self) -> None:
         self.count += 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -130,7 +129,7 @@ class Learner:
             cb.learn = self
             self.cbs.append(cb)
             self._run(cb, "attach")
-            attr = _snake(cb.name)
+            attr = cb.attr_name
             if not hasattr(self, attr) or isinstance(getattr(self, attr), Callback):
                 setattr(self, attr, cb)
         self.cbs.sort(key=lambda c: c.order)
@@ -141,8 +140,8 @@ class Learner:
             if cb in self.cbs:
                 self._run(cb, "detach")
                 self.cbs.remove(cb)
-                if getattr(self, _snake(cb.name), None) is cb:
-                    delattr(self, _snake(cb.name))
+                if getattr(self, cb.attr_name, None) is cb:
+                    delattr(self, cb.attr_name)
         return self
 
     def __call__(self, event: str) -> bool:
@@ -203,6 +202,7 @@ class Learner:
             self.lr = lr
         self.ensure_opt()
         self.set_hyper("lr", self.lr)
+        self.set_hyper("momentum", self.momentum)  # a one-cycle fit before left its last value
         self.run_fit(n_epoch, cbs)
 
     def fit_one_cycle(
@@ -253,6 +253,9 @@ class Learner:
             for cb in self.cbs:
                 self._run(cb, "cleanup_fit")
             self.remove_cbs(cbs)
+            if self.grads_pending:  # a fit stopped inside an accumulation group
+                self.opt.zero_grad(set_to_none=True)
+                self.grads_pending = False
             self.start_epoch = self.start_iter = 0
             self.training = False
 
@@ -390,9 +393,3 @@ class Learner:
 def _module_device(model: nn.Module) -> torch.device:
     p = next(itertools.chain(model.parameters(), model.buffers()), None)
     return p.device if p is not None else torch.device("cpu")
-
-
-def _snake(name: str) -> str:
-    """``ProgressCallback`` → ``progress``, ``EMA`` → ``ema``, ``LRFinder`` → ``lr_finder``."""
-    s = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name.replace("NaN", "Nan"))
-    return re.sub(r"([a-z\d])([A-Z])", r"\1_\2", s).lower().removesuffix("_callback")

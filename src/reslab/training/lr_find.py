@@ -11,12 +11,13 @@ from reslab.training.callback import Callback, CancelEpochException, CancelFitEx
 from reslab.training.checkpoint import SaveCheckpoint, get_rng_state, set_rng_state
 from reslab.training.ema import EMA
 from reslab.training.loggers import CSVLogger, TensorBoardCallback
-from reslab.training.stopping import TerminateOnNaN
+from reslab.training.stopping import EarlyStopping, TerminateOnNaN
 
 __all__ = ["LRFinder", "LRFindResult", "lr_find", "suggest_lr"]
 
-# Loggers, checkpoints and averages must not see the sweep.
-SWEEP_HIDDEN = (SaveCheckpoint, EMA, CSVLogger, TensorBoardCallback)
+# Loggers, checkpoints, averages and stopping rules must not see the sweep (it never
+# validates, and its diverging losses are not training).
+SWEEP_HIDDEN = (SaveCheckpoint, EMA, CSVLogger, TensorBoardCallback, EarlyStopping)
 
 
 @dataclass
@@ -127,7 +128,9 @@ def lr_find(learn, start_lr=1e-7, end_lr=10.0, num_it=100) -> LRFindResult:
     counters = (learn.step, learn.epoch, learn.iter, learn.train_iter)
     # Only the sweep runs: loggers, checkpoints and averages must not see it.
     hidden = [cb for cb in learn.cbs if isinstance(cb, SWEEP_HIDDEN)]
-    recorder_state = learn.recorder.state_dict()
+    # The others run during the sweep; their state (recorder, loss scale, accumulation count)
+    # is put back afterwards, so the next fit goes on as if the sweep had never run.
+    states = [(cb, copy.deepcopy(cb.state_dict())) for cb in learn.cbs if cb not in hidden]
     learn.remove_cbs(hidden)
     nan_checks = [cb for cb in learn.cbs if isinstance(cb, TerminateOnNaN)]
     for cb in nan_checks:
@@ -139,7 +142,8 @@ def lr_find(learn, start_lr=1e-7, end_lr=10.0, num_it=100) -> LRFindResult:
     finally:
         learn.model.load_state_dict(model_state)
         learn.opt.load_state_dict(opt_state)
-        learn.recorder.load_state_dict(recorder_state)
+        for cb, state in states:
+            cb.load_state_dict(state)
         learn.add_cbs(hidden)
         for cb in nan_checks:
             cb.enabled = True

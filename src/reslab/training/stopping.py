@@ -49,6 +49,11 @@ class EarlyStopping(Callback):
         self.best = -math.inf
         self.wait = 0
 
+    def before_fit(self) -> None:
+        learn = self.learn
+        if not (learn.start_epoch or learn.start_iter):  # a new fit, not a resumed one
+            self.best, self.wait = -math.inf, 0
+
     def after_epoch(self) -> None:
         row = self.learn.recorder.history[-1]
         if self.monitor not in row:
