@@ -163,3 +163,56 @@ def test_torchrun_reslab_train_cli(tmp_path):
         if "running_" not in k and "num_batches" not in k:
             torch.testing.assert_close(w_ddp[k], w_one[k], rtol=1e-3, atol=1e-5)
     assert len(list((tmp_path / "ddp").glob("checkpoint.train_state-*.pt"))) == 1
+
+
+# EMA under DDP: the averaged weights agree across processes by construction, the averaged
+# BatchNorm statistics do not (each process's come from its own shard); validation and the
+# weights applied at the end must use the same (rank 0's) statistics on every process.
+EMA_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, torch
+    import torch.distributed as dist
+    from torch import nn
+    from reslab.data import TensorImageDataset, TensorLoader
+    from reslab.training import (EMA, Callback, Learner, cleanup_distributed,
+                                 init_distributed)
+
+    ctx = init_distributed("cpu")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (96, 3, 8, 8), dtype=torch.uint8, generator=g)
+    y = torch.arange(96) % 4
+    ds = TensorImageDataset(x, y, list("abcd"))
+    train = TensorLoader(ds, 8, shuffle=True, drop_last=True, seed=3, rank=ctx.rank,
+                         world_size=ctx.world_size)
+    valid = TensorLoader(ds, 10, rank=ctx.rank, world_size=ctx.world_size)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 4))
+
+    def gap_to_rank0(t):
+        other = t.clone()
+        dist.broadcast(other, 0)
+        return (t - other).abs().max().item()
+
+    class Spy(Callback):
+        order = 45  # after EMA swapped its weights in
+        gaps = []
+        def before_validate(self):
+            self.gaps.append(gap_to_rank0(self.learn.model[1].running_mean))
+
+    learn = Learner(model, train, valid, lr=0.1, progress=False, cbs=[EMA(0.9), Spy()])
+    learn.fit(2)
+    final = gap_to_rank0(model[1].running_mean)
+    if ctx.rank == 1:
+        json.dump({"validation": Spy.gaps, "final": final}, open(sys.argv[1], "w"))
+    cleanup_distributed()
+    """
+)
+
+
+def test_ema_under_ddp_validates_and_ends_with_one_set_of_statistics(tmp_path):
+    script = tmp_path / "ddp_ema.py"
+    script.write_text(EMA_SCRIPT)
+    _torchrun(str(script), str(tmp_path / "gaps.json"))
+    gaps = json.loads((tmp_path / "gaps.json").read_text())
+    assert gaps == {"validation": [0.0, 0.0], "final": 0.0}

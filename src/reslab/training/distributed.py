@@ -20,6 +20,7 @@ __all__ = [
     "DistContext",
     "DistributedCallback",
     "all_reduce_sum",
+    "broadcast_buffers",
     "cleanup_distributed",
     "convert_sync_batchnorm",
     "dist_info",
@@ -110,6 +111,17 @@ def all_reduce_sum(t: Tensor) -> Tensor:
     return t
 
 
+def broadcast_buffers(module: nn.Module) -> None:
+    """Give every process rank 0's buffers (BatchNorm statistics); nothing when not
+    distributed. Each process updates its statistics from its own shard of the batch."""
+    if not _active():
+        return
+    import torch.distributed as dist
+
+    for buf in module.buffers():
+        dist.broadcast(buf, 0)
+
+
 def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     """Replace BatchNorm layers by SyncBatchNorm (statistics over the global batch).
 
@@ -148,7 +160,4 @@ class DistributedCallback(Callback):
     def before_validate(self) -> None:
         # Each process updated its BN running statistics from its own shard after DDP's last
         # buffer broadcast; validate every shard with rank 0's (the ones checkpoints keep).
-        import torch.distributed as dist
-
-        for buf in self.learn.model.buffers():
-            dist.broadcast(buf, 0)
+        broadcast_buffers(self.learn.model)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from reslab.training.callback import Callback
+from reslab.training.distributed import broadcast_buffers
 
 __all__ = [
     "EMA",
@@ -63,7 +64,13 @@ class EMA(Callback):
 
     def _swap_in(self) -> None:
         self._backup = {k: v.detach().clone() for k, v in self._live().items()}
+        self._load_shadow()
+
+    def _load_shadow(self) -> None:
+        # Under torchrun the averaged weights agree across processes but the averaged BN
+        # statistics do not (each process's come from its own shard): use rank 0's.
         self.learn.model.load_state_dict(self.shadow)
+        broadcast_buffers(self.learn.model)
 
     def _swap_out(self) -> None:
         if self._backup is not None:
@@ -78,7 +85,7 @@ class EMA(Callback):
 
     def after_fit(self) -> None:
         if self.apply_at_end and self.shadow is not None:
-            self.learn.model.load_state_dict(self.shadow)
+            self._load_shadow()
 
     def cleanup_fit(self) -> None:
         self._swap_out()  # never leave the averaged weights in place after an error
