@@ -246,6 +246,39 @@ def test_large_image_folder_streams_and_converts_modes(tmp_path):
     assert shapes == {(3, 70, 70)}
 
 
+@pytest.mark.parametrize("side", [16, 80])  # held in memory / decoded per sample
+def test_a_val_folder_lacking_a_class_keeps_the_train_labels(tmp_path, side):
+    # train/{a,b,c}, val/{a,c}: val's "c" images are class 2 as in train, not 1 (val's own
+    # sorted folder list would shift them onto "b"); a class train lacks is refused.
+    root = tmp_path / "imgs"
+    photos = {c: [_photo(side, side, i)] for i, c in enumerate("abc")}
+    write_image_folder(root / "train", photos)
+    write_image_folder(root / "val", {"a": photos["a"], "c": photos["c"]})
+    val = load_dataset(root, "test")
+    assert val.class_names == ["a", "b", "c"]
+    assert sorted(int(val[i][1]) for i in range(len(val))) == [0, 2]
+    write_image_folder(root / "val", {"d": [_photo(side, side, 9)]})
+    with pytest.raises(ValueError, match="does not have: d"):
+        load_dataset(root, "test")
+
+
+def test_loaders_on_one_image_folder_keep_their_own_transforms(tmp_path):
+    # The recipe builds a train-eval loader and then the training loader on the same data
+    # set: the first must go on yielding its eval transform's images, not random crops.
+    from reslab.data import make_loader
+    from reslab.data.transforms import eval_transform_from_cfg
+
+    root = tmp_path / "imgs"
+    write_image_folder(root / "train", {c: [_photo(90, 120, i)] for i, c in enumerate("ab")})
+    ds = load_dataset(root, "train")
+    cfg = {"input_size": (3, 64, 64), "crop_pct": 0.875, "interpolation": "bilinear"}
+    evaluation = make_loader(ds, 2, train=False, workers=0, model_cfg=cfg)
+    make_loader(ds, 2, train=True, workers=0, model_cfg=cfg)
+    images, _ = next(iter(evaluation))
+    expected = eval_transform_from_cfg(cfg, 64)(ds[0][0], torch.Generator())
+    torch.testing.assert_close(images[0], expected.float() / 255)
+
+
 def test_unreadable_image_named_or_skipped(tmp_path):
     root = tmp_path / "imgs"
     write_image_folder(root / "train", {"a": [_photo(80, 80, 0)], "b": [_photo(80, 80, 1)]})

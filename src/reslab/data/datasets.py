@@ -215,5 +215,22 @@ def _load_folder(root: Path, split: str, on_error: str, progress: bool):
         x, y, names = read_small_image_folder(
             folder, channels=3, progress=progress, on_error=on_error
         )
-        return TensorImageDataset(x, y, names, f"{root.name}/{folder.name}")
-    return ImageFolderDataset(folder, on_error=on_error)
+        ds = TensorImageDataset(x, y, names, f"{root.name}/{folder.name}")
+    else:
+        ds = ImageFolderDataset(folder, on_error=on_error)
+    return ds if split == "train" else _label_as_train(ds, folder, root / "train")
+
+
+def _label_as_train(ds, folder: Path, train: Path):
+    """Number a val/test folder's classes as the train folder does: each folder's own sorted
+    list would shift the labels of a split that lacks a class."""
+    from reslab.data.folder import class_folders
+
+    if not train.is_dir() or ds.class_names == (names := class_folders(train)):
+        return ds
+    unknown = [c for c in ds.class_names if c not in names]
+    if unknown:
+        raise ValueError(f"{folder}: classes the train/ folder does not have: {', '.join(unknown)}")
+    ds.labels = torch.tensor([names.index(c) for c in ds.class_names])[ds.labels]
+    ds.class_names = names
+    return ds

@@ -19,7 +19,12 @@ from torch import Tensor
 from reslab.data.images import IMAGE_EXTENSIONS, ImageDecodeError, load_image
 from reslab.files import atomic_write_bytes, cache_dir
 
-__all__ = ["ImageFolderDataset", "read_small_image_folder", "scan_image_folder"]
+__all__ = [
+    "ImageFolderDataset",
+    "class_folders",
+    "read_small_image_folder",
+    "scan_image_folder",
+]
 
 
 def scan_image_folder(
@@ -36,7 +41,7 @@ def scan_image_folder(
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such folder")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = class_folders(root)
     if not classes:
         raise ValueError(f"{root}: no class sub-folders (expected {root}/<class>/<image>)")
     paths: list[Path] = []
@@ -59,6 +64,11 @@ def scan_image_folder(
     if not paths:
         raise ValueError(f"{root}: no image files found in its class folders")
     return paths, labels, classes, skipped
+
+
+def class_folders(root: Path) -> list[str]:
+    """The class names of a split folder: its sub-folders, sorted (label i = the i-th)."""
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def _header_ok(path: Path) -> bool:
@@ -127,6 +137,16 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             st = path.stat()
             h.update(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{label}".encode())
         return h.hexdigest()[:16]
+
+    def with_transform(
+        self, transform: Callable[[Tensor, torch.Generator], Tensor]
+    ) -> ImageFolderDataset:
+        """The same samples through another transform (this data set is left as it is: a
+        loader reads its transform at every sample, so loaders must not share one)."""
+        view = object.__new__(ImageFolderDataset)
+        view.__dict__.update(self.__dict__)
+        view.transform = transform
+        return view
 
     def subset(self, indices: Sequence[int] | Tensor) -> ImageFolderDataset:
         """A view on some samples (same transform); labels and class names kept."""

@@ -243,13 +243,11 @@ def make_loader(
         cfg = dict(model_cfg or {})
         size = image_size or int(cfg.get("input_size", (3, 224, 224))[-1])
         if train and augment:
-            dataset.transform = TrainTransform(
-                size, interpolation=cfg.get("interpolation", "bilinear")
-            )
+            transform = TrainTransform(size, interpolation=cfg.get("interpolation", "bilinear"))
         else:
-            dataset.transform = eval_transform_from_cfg(cfg, size)
+            transform = eval_transform_from_cfg(cfg, size)
         return FolderLoader(
-            dataset,
+            dataset.with_transform(transform),
             batch_size,
             shuffle=train,
             drop_last=train,
