@@ -315,3 +315,16 @@ def test_cached_features_follow_the_weights_they_came_from(tmp_path, capsys):
     changed, changed_file = run("c")
     assert changed_file != first_file
     assert changed["valid_loss"] != first["valid_loss"]
+    # The same weights in another architecture: plain20 has exactly resnet20's parameters
+    # (its shortcuts have none), so only the architecture in the key tells them apart.
+    from safetensors.torch import load
+
+    def features(file: bytes) -> torch.Tensor:
+        return load(file)["features"]
+
+    reslab.save_checkpoint(src, _model())  # back to the first weights: their features again
+    assert torch.equal(features(run("e")[1]), features(first_file))
+    plain = reslab.create_model("plain20", num_classes=4)
+    plain.load_state_dict(_model().state_dict())
+    reslab.save_checkpoint(src, plain)
+    assert not torch.equal(features(run("f")[1]), features(first_file))

@@ -142,14 +142,15 @@ def _metrics(learn: Learner, run: Run, train_ds, valid_ds, size: int, extra: dic
 
 
 def _feature_meta(cfg: FinetuneConfig, model: ResNet, split: str, ds) -> dict[str, Any]:
-    """What a cached feature file was computed from — the backbone's weights, the images and
-    their transform; a file made from anything else is recomputed, never trusted."""
-    norm = model.config.normalize
+    """What a cached feature file was computed from — the backbone (architecture and weights),
+    the images and their transform (the model's data config: size, crop, interpolation,
+    normalisation); a file made from anything else is recomputed, never trusted."""
+    config = model.config.to_dict()
+    config["arch"].pop("num_classes", None)  # the head is not part of the features
     return {
-        "weights": state_digest(model.backbone), "data": ds.digest(), "split": split,
-        "n": len(ds), "size": model.config.data.input_size[-1], "in_chans": model.in_chans,
-        "normalize": None if norm is None else norm.to_dict(), "flip": cfg.flip,
-        "gray": cfg.gray,
+        "weights": state_digest(model.backbone), "model": config, "data": ds.digest(),
+        "in_memory": isinstance(ds, TensorImageDataset), "split": split, "n": len(ds),
+        "in_chans": model.in_chans, "flip": cfg.flip, "gray": cfg.gray,
     }  # fmt: skip
 
 
