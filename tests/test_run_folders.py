@@ -129,7 +129,9 @@ def test_finetune_refuses_a_used_folder_too(data, tmp_path, capsys):
     args = ["finetune", "--from", str(run), "--data", "fashion-mnist", "--data-dir", str(data),
             "--epochs", "1", "--bs", "16", "--no-progress", "--out", str(out)]  # fmt: skip
     assert main(args) == 2
-    assert "holds a previous run" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # No checkpoint there, so no --resume to suggest (finetune has none either).
+    assert "holds a previous run" in err and "--resume" not in err and "--overwrite" in err
     assert (out / "model.safetensors").read_bytes() == b"someone else's"
     assert main([*args, "--overwrite"]) == 0
 

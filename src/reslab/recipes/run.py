@@ -83,9 +83,11 @@ def prepare_run_folder(folder: Path, existing: str) -> None:
             for path in folder.glob(pattern):
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
     elif entries:
+        resumable = (folder / "checkpoint.safetensors").is_file()  # else --resume cannot help
         raise RunFolderError(
             f"{folder}: holds a previous run ({len(entries)} entries); "
-            "use --resume to continue it or --overwrite to replace it"
+            + ("use --resume to continue it or " if resumable else "use another --out or ")
+            + "--overwrite to replace it"
         )
 
 
