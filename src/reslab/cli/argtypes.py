@@ -8,6 +8,7 @@ from reslab.cli.options import arg_type
 
 __all__ = [
     "count",
+    "device",
     "finite_float",
     "folder",
     "fraction",
@@ -23,3 +24,4 @@ finite_float = arg_type("number")
 fraction = arg_type("fraction")
 names = arg_type("names")
 folder = arg_type("folder")
+device = arg_type("device")

@@ -40,7 +40,7 @@ def _class_index(args: argparse.Namespace, model, dataset) -> list[int] | None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.out:
-        check_output_file(args.out)
+        check_output_file(args.out, inputs=[args.spec])
     if args.amp and args.engine != "eager":
         raise CliError("--amp is bf16 autocast on the eager model; use --engine bf16 instead")
     path = resolve_spec_path(args.spec)

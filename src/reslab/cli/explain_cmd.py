@@ -21,20 +21,20 @@ __all__ = ["register"]
 def output_paths(images: list[str], out: Path, method: str) -> list[Path]:
     """``OUT/<stem>-<method>.png`` per image. Files with the same stem in different folders
     are told apart by their folder (``cat-0000-…``, ``dog-0000-…``), and any name still
-    taken gets ``-2``, ``-3``…"""
+    taken (by another output, or by one of the input images) gets ``-2``, ``-3``…"""
     tag = method.replace("++", "pp")
     stems = [Path(image).stem or "image" for image in images]
     repeated = {s for s in stems if stems.count(s) > 1}
-    taken: set[Path] = set()
+    taken: set[Path] = {Path(image).resolve() for image in images}
     paths = []
     for image, stem in zip(images, stems):
         parent = Path(image).resolve().parent.name
         base = f"{parent}-{stem}" if stem in repeated and parent else stem
         path, n = out / f"{base}-{tag}.png", 1
-        while path in taken:
+        while path.resolve() in taken:
             n += 1
             path = out / f"{base}-{n}-{tag}.png"
-        taken.add(path)
+        taken.add(path.resolve())
         paths.append(path)
     return paths
 

@@ -100,7 +100,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise CliError("--quantize int8 writes ONNX: use --format onnx")
     require_calibration(args, bool(args.quantize), "--quantize int8")
     if args.out:
-        check_output_file(args.out)
+        check_output_file(args.out, inputs=[args.spec])
     model = to_torch_layers(resolve_model(args.spec)).eval()
     shipped = fold_batchnorm(model) if args.fold_bn else model
     out = Path(args.out) if args.out else _default_out(args.spec, fmt)

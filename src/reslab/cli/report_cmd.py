@@ -11,9 +11,9 @@ import torch
 
 from reslab.analysis import CAM_METHODS, REPORT_NAME, build_model_report, write_report
 from reslab.cli import CliError
-from reslab.cli.argtypes import count, positive_int
+from reslab.cli.argtypes import count, device, positive_int
 from reslab.data import load_dataset
-from reslab.files import atomic_write_text
+from reslab.files import atomic_write_text, check_output_file
 from reslab.inference import class_names_of, restrict_class_index
 from reslab.weights import resolve_model
 
@@ -60,6 +60,12 @@ def _model_report(args: argparse.Namespace) -> Path:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise CliError(f"--device {args.device}: no CUDA GPU is visible to PyTorch here")
+    if args.out:
+        target = Path(args.target)
+        inputs = [*target.iterdir()] if target.is_dir() else [target]
+        check_output_file(args.out, inputs=[p for p in inputs if p.name != REPORT_NAME])
     if args.data:
         path = _model_report(args)
     elif args.restrict_classes or args.data_dir:
@@ -108,5 +114,5 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
     )
     p.add_argument("--method", choices=CAM_METHODS, default="gradcam", help="(default: gradcam)")
     p.add_argument("--layer", metavar="NAME", help="layer of the class maps (default: last stage)")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", type=device, help="cpu or cuda (default: cuda when available)")
     p.set_defaults(func=cmd_report)

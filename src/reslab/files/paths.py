@@ -4,6 +4,7 @@ no minutes of loading data or models first."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 __all__ = ["OutputPathError", "check_output_dir", "check_output_file"]
@@ -37,11 +38,16 @@ def check_output_dir(path: str | Path) -> Path:
     return path
 
 
-def check_output_file(path: str | Path) -> Path:
-    """``path`` if a file can be written there; :class:`OutputPathError` if not."""
+def check_output_file(path: str | Path, inputs: Iterable[str | Path] = ()) -> Path:
+    """``path`` if a file can be written there and it is none of the command's ``inputs``
+    (a model or image it reads); :class:`OutputPathError` if not."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise OutputPathError(f"{path}: is a folder; give a file name")
+    if path.exists() and any(
+        Path(i).expanduser().exists() and path.samefile(Path(i).expanduser()) for i in inputs
+    ):
+        raise OutputPathError(f"{path}: is an input of this command; write the output elsewhere")
     if path.exists() and not os.access(path.parent, os.W_OK | os.X_OK):
         raise OutputPathError(f"{path}: cannot write in {path.parent} (permission denied)")
     _writable_ancestor(path)

@@ -140,7 +140,7 @@ class DegradationConfig:
     )
     out: str = option("runs/degradation", "the experiment folder (runs/, results, figure)")
     device: str | None = option(
-        None, "cpu or cuda", default_text="cuda when available", runtime=True
+        None, "cpu or cuda", "device", default_text="cuda when available", runtime=True
     )
     threads: int | None = option(None, "torch CPU threads", "positive_int", runtime=True)
     report: bool = option(

@@ -74,7 +74,7 @@ class FastbookConfig:
     workers: int = option(2, "image-decoding processes", "count", runtime=True)
     out: str = option("runs/fastbook", "the experiment folder (runs/, results, figures)")
     device: str | None = option(
-        None, "cpu or cuda", default_text="cuda when available", runtime=True
+        None, "cpu or cuda", "device", default_text="cuda when available", runtime=True
     )
     threads: int | None = option(None, "torch CPU threads", "positive_int", runtime=True)
     report: bool = option(

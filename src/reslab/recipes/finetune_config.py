@@ -88,7 +88,7 @@ class FinetuneConfig:
     workers: int = option(2, "DataLoader workers for image folders", "count", runtime=True)
     seed: int = option(0, "random seed", "count")
     device: str | None = option(
-        None, "cpu or cuda", default_text="cuda when available", runtime=True
+        None, "cpu or cuda", "device", default_text="cuda when available", runtime=True
     )
     threads: int | None = option(None, "torch CPU threads", "positive_int", runtime=True)
     progress: bool = option(

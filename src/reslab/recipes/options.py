@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,11 @@ KINDS: dict[str, Kind] = {
         "comma-separated positive integers like 20,56",
     ),
     "flag": Kind(bool, lambda v: isinstance(v, bool), "true or false"),
+    "device": Kind(
+        str,
+        lambda v: isinstance(v, str) and re.fullmatch(r"cpu|cuda(:\d+)?", v) is not None,
+        "cpu, cuda or cuda:N",
+    ),
     "folder": Kind(
         str, lambda v: isinstance(v, str) and Path(v).expanduser().is_dir(), "an existing folder"
     ),

@@ -139,7 +139,7 @@ class TrainConfig:
     loss: str = option("ce", "cross-entropy or negative sampling", choices=("ce", "nce"))
     negatives: int = option(0, "negatives per example for --loss nce", "count", metavar="K")
     device: str | None = option(
-        None, "cpu or cuda", default_text="cuda when available", runtime=True
+        None, "cpu or cuda", "device", default_text="cuda when available", runtime=True
     )
     deterministic: bool = option(
         False,

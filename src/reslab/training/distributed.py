@@ -68,6 +68,8 @@ def init_distributed(device: str | None = None, backend: str | None = None) -> D
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    if use_cuda and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA GPU is visible to PyTorch here")
     # More processes than GPUs (e.g. a test on a one-GPU machine) share them round-robin;
     # only gloo allows that, NCCL refuses two ranks on one device.
     dev = torch.device(f"cuda:{local % max(torch.cuda.device_count(), 1)}" if use_cuda else "cpu")
