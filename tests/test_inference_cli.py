@@ -169,6 +169,20 @@ def test_export_int8_runs_on_onnxruntime_and_agrees_with_fp32(fm, tmp_path, caps
     assert quant["calibration_images"] == 48 and quant["calibration"] == "minmax"
 
 
+def test_export_int8_at_a_fixed_batch_calibrates_with_that_batch(fm, tmp_path, capsys):
+    # 48 calibration images at --batch 32: one full batch calibrates a graph that takes only
+    # 32 images (the 16 left over would not fit it); more than there are images is one line.
+    ort = pytest.importorskip("onnxruntime")
+    out = tmp_path / "r20-int8-b32.onnx"
+    argv = ["export", SPEC, "--format", "onnx", "--quantize", "int8", "--out", str(out)]
+    argv += [*fm["calib"], "--data-dir", str(fm["root"]), "--check-images", "32"]
+    assert main([*argv, "--batch", "32"]) == 0, capsys.readouterr().err
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[0] == 32
+    assert main([*argv, "--batch", "64"]) == 2
+    assert "needs at least 64 calibration images" in _one_line_error(capsys)
+
+
 # ---------------------------------------------------------------------------- refusals
 def _one_line_error(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()

@@ -55,6 +55,19 @@ def _default_out(spec: str, fmt: str) -> Path:
     return Path(spec.partition("@")[0] + _SUFFIX[fmt])  # MODEL@TAG: in the current folder
 
 
+def _calibration_batches(calib, batch: int | None) -> list:
+    """Calibration batches the exported graph accepts: a fixed-batch graph takes only batches
+    of its own size (a last, smaller one is left out)."""
+    if batch is None:
+        return calibration_batches(calib)
+    full = [b for b in calibration_batches(calib, batch_size=batch) if len(b) == batch]
+    if not full:
+        raise CliError(
+            f"--batch {batch} needs at least {batch} calibration images (--calib-images)"
+        )
+    return full
+
+
 def _export_int8(args: argparse.Namespace, model, shipped, out: Path, example) -> int:
     """Write ``shipped`` as int8 ONNX; check its top-1 against ``model`` in fp32 on real
     images held out from calibration."""
@@ -65,7 +78,7 @@ def _export_int8(args: argparse.Namespace, model, shipped, out: Path, example) -
         shipped,
         out,
         example,
-        calibration_batches(calib),
+        _calibration_batches(calib, args.batch),
         method=args.calib_method,
         dynamic_batch=args.batch is None,
         opset=args.opset,
