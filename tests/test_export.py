@@ -194,6 +194,7 @@ def test_cli_unknown_format_is_one_line_exit_2(ckpt):
         (["missing/model.safetensors", "--format", "onnx"], "no such file"),
         (["resnet_nope", "--format", "torchscript"], "unknown model"),
         (["resnet20", "--format", "onnx", "--opset", "13"], "opset 13"),
+        (["resnet20", "--format", "onnx", "--opset", "99"], "opset 99 is newer"),
         (["resnet20", "--format", "onnx", "--out", "."], "is a folder; give a file name"),
         (["resnet20", "--format", "onnx", "--out", "f/m.onnx"], "is a file, not a folder"),
     ],

@@ -279,12 +279,15 @@ def export_onnx(
     if opset < _MIN_OPSET:
         raise ValueError(f"ONNX opset {opset} is too old; the exporter writes {_MIN_OPSET}+")
     try:
-        import onnx  # noqa: F401
+        import onnx
         import onnxscript  # noqa: F401
     except ModuleNotFoundError as err:
         raise ModuleNotFoundError(
             f"ONNX export needs {err.name}: pip install 'reslab[export]'", name=err.name
         ) from None
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:  # the exporter would warn and quietly write an older opset
+        raise ValueError(f"ONNX opset {opset} is newer than this onnx knows ({newest})")
     model = to_torch_layers(model)
     meta = json.dumps(metadata if metadata is not None else export_metadata(model))
     dynamic_shapes = None
