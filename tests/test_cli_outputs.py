@@ -1,5 +1,6 @@
-"""Outputs never replace what a command reads, and device mistakes are one line: an --out that
-is the input checkpoint, an explain map named like an input image, a device that is not one."""
+"""The CLI on inputs it should refuse in one line: an --out that is the input checkpoint, an
+explain map named like an input image, a device that is not one, run files that are not what
+reslab writes (hand-edited or damaged JSON)."""
 
 from __future__ import annotations
 
@@ -76,3 +77,35 @@ def test_cuda_without_a_gpu_is_one_line(command, tmp_path, capsys):
     assert main([*command, "--out", str(tmp_path / "out"), "--device", "cuda"]) == 2
     _one_line_error(capsys, "no CUDA GPU is visible")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "file, text, command, message",
+    [
+        ("history.json", "{}", ["plot", "history"], "no epochs recorded"),
+        ("history.json", '{"history": 5}', ["plot", "history"], "not a list of epochs"),
+        ("history.json", '{"history": [5]}', ["plot", "history"], "not a list of epochs"),
+        ("history.json", "[1, 2]", ["plot", "history"], "expected a JSON object"),
+        ("lr_find.json", '{"x": 1}', ["plot", "lr"], "'lrs' is not a list of numbers"),
+    ],
+)
+def test_damaged_run_files_are_one_line(file, text, command, message, tmp_path, capsys):
+    (tmp_path / file).write_text(text)
+    assert main([*command, str(tmp_path), "--out", str(tmp_path / "plot.png")]) == 2
+    _one_line_error(capsys, message)
+
+
+def test_a_report_survives_a_damaged_history(ckpt, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.safetensors").write_bytes(ckpt.read_bytes())
+    (run / "history.json").write_text('{"history": 5, "batch_lr": "x"}')
+    assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0
+    assert (tmp_path / "r.html").read_text().lower().startswith("<!doctype html>")
+
+
+def test_convert_labels_not_keyed_0_to_n_are_one_line(tmp_path, capsys):
+    (tmp_path / "labels.json").write_text('{"1": "a"}')
+    argv = ["weights", "convert", str(tmp_path), str(tmp_path / "o.safetensors")]
+    assert main([*argv, "--labels", str(tmp_path / "labels.json")]) == 2
+    _one_line_error(capsys, "keys must be 0..0")

@@ -19,10 +19,31 @@ def _read_history(run: Path) -> dict:
     path = run / "history.json"
     if not path.is_file():
         raise CliError(f"{run}: no history.json (is this a `reslab train` run folder?)")
+    data = _read_json(path)
+    epochs = data.get("history", [])
+    if not isinstance(epochs, list) or not all(
+        isinstance(row, dict) and isinstance(row.get("epoch"), int) for row in epochs
+    ):
+        raise CliError(f"{path}: 'history' is not a list of epochs (objects with an 'epoch')")
+    return data
+
+
+def _read_json(path: Path) -> dict:
+    """A JSON object from a run file; a one-line error for anything else."""
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CliError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise CliError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _numbers(data: dict, key: str, path: Path) -> list[float]:
+    values = data.get(key)
+    if not isinstance(values, list) or not all(isinstance(v, (int, float)) for v in values):
+        raise CliError(f"{path}: {key!r} is not a list of numbers")
+    return values
 
 
 def cmd_plot_history(args: argparse.Namespace) -> int:
@@ -30,7 +51,7 @@ def cmd_plot_history(args: argparse.Namespace) -> int:
         check_output_file(args.out)
     run = Path(args.run_dir)
     data = _read_history(run)
-    out = plot_history(data["history"], args.out or run / "curves.png", title=run.name)
+    out = plot_history(data.get("history", []), args.out or run / "curves.png", title=run.name)
     print(f"wrote {out}")
     return 0
 
@@ -41,10 +62,9 @@ def cmd_plot_lr(args: argparse.Namespace) -> int:
     run = Path(args.run_dir)
     finder = run / "lr_find.json"
     if finder.is_file():
-        res = json.loads(finder.read_text())
-        out = plot_lr_find(
-            res["lrs"], res["losses"], res.get("suggestion"), args.out or run / "lr_find.png"
-        )
+        res = _read_json(finder)
+        lrs, losses = _numbers(res, "lrs", finder), _numbers(res, "losses", finder)
+        out = plot_lr_find(lrs, losses, res.get("suggestion"), args.out or run / "lr_find.png")
     else:
         data = _read_history(run)
         if not data.get("batch_lr"):

@@ -34,14 +34,29 @@ def cmd_weights_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_labels(path: Path) -> list[str]:
+    """Class names from a JSON list, or an object keyed "0".."N-1" (Keras' imagenet index)."""
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CliError(f"{path}: not valid JSON ({err})") from None
+    if isinstance(data, dict):
+        missing = [str(i) for i in range(len(data)) if str(i) not in data]
+        if missing:
+            raise CliError(f"{path}: keys must be 0..{len(data) - 1}; missing {missing[0]!r}")
+        data = [data[str(i)] for i in range(len(data))]
+    if not isinstance(data, list) or not data:
+        raise CliError(f"{path}: expected a list of class names or an object keyed 0..N-1")
+    return [str(name) for name in data]
+
+
 def cmd_weights_convert(args: argparse.Namespace) -> int:
     folder = Path(args.folder)
     if not folder.is_dir():
         raise CliError(f"{folder}: no such folder")
     names = None
     if args.labels:
-        data = json.loads(Path(args.labels).read_text())
-        names = [data[str(i)] for i in range(len(data))] if isinstance(data, dict) else data
+        names = _read_labels(Path(args.labels))
     print(f"wrote {convert_tfjs_folder(folder, args.out, names)}")
     return 0
 

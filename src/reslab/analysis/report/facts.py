@@ -82,13 +82,15 @@ def collect_run(folder: str | Path) -> RunFacts:
     facts.config = _mapping(read_json(folder / "config.json"))
     facts.metrics = _mapping(read_json(folder / "metrics.json"))
     history = _mapping(read_json(folder / "history.json"))
-    facts.history = [r for r in history.get("history", []) if isinstance(r, dict)]
+    epochs = history.get("history")
+    facts.history = [r for r in epochs if isinstance(r, dict)] if isinstance(epochs, list) else []
     facts.batch_lr = _numbers(history.get("batch_lr"))
     facts.batch_loss = _numbers(history.get("batch_loss"))
     per_epoch = history.get("batches_per_epoch")
     facts.batches_per_epoch = per_epoch if isinstance(per_epoch, int) and per_epoch > 0 else None
     command = _mapping(read_json(folder / "command.json"))
-    facts.invocations = [i for i in command.get("invocations", []) if isinstance(i, dict)]
+    calls = command.get("invocations")
+    facts.invocations = [i for i in calls if isinstance(i, dict)] if isinstance(calls, list) else []
     return facts
 
 
