@@ -80,6 +80,18 @@ def test_fold_batchnorm_scratch_layers_and_their_torchscript_export(tmp_path):
         torch.testing.assert_close(torch.jit.load(str(path))(x), ref, rtol=1e-5, atol=1e-5)
 
 
+def test_the_torch_twin_of_scratch_layers_keeps_a_non_default_batchnorm_eps():
+    # eps is a setting, not state: a twin built from the config alone would use 1e-5.
+    from reslab.inference.export import to_torch_layers
+
+    model = randomised(create_model("resnet20", num_classes=10, layers="scratch")).eval()
+    for module in filter(is_batchnorm, model.modules()):
+        module.eps = 1e-2
+    x = images(2, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(to_torch_layers(model)(x), model(x), rtol=1e-5, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------- TorchScript
 def test_torchscript_round_trip_any_batch_and_metadata(tmp_path):
     model = randomised(create_model("resnet18", num_classes=5))

@@ -33,6 +33,9 @@ def test_peak_from_cpuinfo_by_hand(monkeypatch):
     haswell = cpu_peak(HASWELL)
     assert haswell.fp32_gflops == pytest.approx(2 * 3.0 * 8 * 2 * 2)
     assert haswell.gflops("bf16") is None and haswell.gflops("int8") is None
+    # Alder Lake style: AVX2 with the 256-bit VNNI: int8 is 4 x fp32 at the same width.
+    alder = cpu_peak(HASWELL.replace("avx2", "avx2 avx_vnni"))
+    assert alder.gflops("int8") == pytest.approx(4 * alder.fp32_gflops)
     assert cpu_peak("processor : 0\n") is None  # no clock: cannot be known
     assert cpu_peak(ZEN5, threads=1).fp32_gflops == pytest.approx(1 * 2.6 * 16 * 2 * 2)
 

@@ -156,7 +156,17 @@ def to_torch_layers(model: nn.Module) -> nn.Module:
     if getattr(model, "folded_batchnorms", 0):
         twin = fold_batchnorm(twin)  # same structure, so the folded state dict fits
     twin.load_state_dict(model.state_dict())
+    _copy_norm_settings(model, twin)
     return twin.train(model.training)
+
+
+def _copy_norm_settings(model: nn.Module, twin: nn.Module) -> None:
+    # eps and momentum are settings, not state: the config-built twin has the defaults.
+    source = dict(model.named_modules())
+    for name, norm in twin.named_modules():
+        if isinstance(norm, nn.BatchNorm2d) and name in source:
+            norm.eps = getattr(source[name], "eps", norm.eps)
+            norm.momentum = getattr(source[name], "momentum", norm.momentum)
 
 
 # ---------------------------------------------------------------------------- metadata

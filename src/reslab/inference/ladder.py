@@ -46,8 +46,9 @@ class Peak:
         if precision == "bf16" and "avx512_bf16" in self.flags:
             return 2 * self.fp32_gflops
         if precision == "int8" and ("avx512_vnni" in self.flags or "avx_vnni" in self.flags):
-            lanes_factor = 1 if "avx512_vnni" in self.flags else self.fp32_lanes / 16
-            return 4 * self.fp32_gflops * lanes_factor if lanes_factor >= 1 else None
+            # 4 int8 products per 32-bit lane, at VNNI's vector width (512 or 256 bits)
+            vnni_lanes = 16 if "avx512_vnni" in self.flags else 8
+            return 4 * self.fp32_gflops * vnni_lanes / self.fp32_lanes
         return None
 
 
