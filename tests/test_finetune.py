@@ -132,6 +132,32 @@ def test_fine_tune_freezes_then_unfreezes():
     assert all(p.requires_grad for p in model.parameters())
 
 
+def test_fine_tunes_second_fit_goes_on_with_the_next_epochs_data():
+    # Loaders draw order and augmentation from (seed, epoch). The first unfrozen epoch is the
+    # run's second epoch: it must not replay the frozen epoch's batches, and the history
+    # numbers the epochs 1, 2, 3 (not 1, 1, 2).
+    ds = _data()
+    loader = TensorLoader(ds, 8, shuffle=True, augment=True, drop_last=True)
+    orders = []
+
+    class Spy(Callback):
+        def before_batch(self):
+            if self.learn.training and self.learn.iter == 0:
+                orders.append(self.learn.yb.tolist())
+
+    learn = Learner(_model(), loader, None, lr=0.05, cbs=[Spy()], progress=False)
+    fine_tune(learn, 2, 0.05, freeze_epochs=1)
+    expected = [[int(y) for _, y in zip(range(8), loader_epoch(loader, e))] for e in range(3)]
+    assert orders == expected and orders[0] != orders[1]
+    assert [row["epoch"] for row in learn.recorder.history] == [1, 2, 3]
+
+
+def loader_epoch(loader: TensorLoader, epoch: int):
+    """The labels of ``loader``'s epoch ``epoch``, in order (a fresh look, by hand)."""
+    loader.set_epoch(epoch)
+    return (y for _, labels in loader for y in labels)
+
+
 def test_grayscale_conv1_equals_repeating_the_image():
     # Equal channel means (any stds): the adapted 1-channel model is exact everywhere.
     norm = {"mean": [0.4, 0.4, 0.4], "std": [0.2, 0.25, 0.3]}

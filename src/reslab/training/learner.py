@@ -107,6 +107,9 @@ class Learner:
         self.epoch = self.iter = self.step = self.train_iter = 0
         self.n_epoch, self.n_iter = 1, 0
         self.start_epoch = self.start_iter = 0
+        # Epochs of this Learner's earlier fits: the data order and the history go on from
+        # there (fine_tune's second fit must not replay the first one's epoch 0).
+        self.epochs_done = 0
         self.training = False
         self.grads_pending = False
         self.xb = self.yb = self.pred = self.loss = self.loss_grad = None
@@ -233,11 +236,12 @@ class Learner:
         self.n_epoch = n_epoch
         self.n_iter = len(self.train_dl)
         self.add_cbs(cbs)
+        begun = 0
         try:
             try:
                 self("before_fit")
                 for epoch in range(self.start_epoch, n_epoch):
-                    self.epoch = epoch
+                    self.epoch, begun = epoch, epoch + 1
                     self.valid_results = {}
                     try:
                         self("before_epoch")
@@ -258,12 +262,13 @@ class Learner:
                 self.grads_pending = False
             self.start_epoch = self.start_iter = 0
             self.training = False
+            self.epochs_done += begun
 
     def _batches(self, dl, start: int):
         if hasattr(dl, "set_epoch"):
-            dl.set_epoch(self.epoch)
+            dl.set_epoch(self.epochs_done + self.epoch)
         elif hasattr(getattr(dl, "sampler", None), "set_epoch"):
-            dl.sampler.set_epoch(self.epoch)
+            dl.sampler.set_epoch(self.epochs_done + self.epoch)
         if hasattr(dl, "batches"):
             return dl.batches(start)
         return itertools.islice(iter(dl), start, None)

@@ -125,7 +125,7 @@ def lr_find(learn, start_lr=1e-7, end_lr=10.0, num_it=100) -> LRFindResult:
     model_state = copy.deepcopy(learn.model.state_dict())
     opt_state = copy.deepcopy(learn.opt.state_dict())
     rng = get_rng_state()
-    counters = (learn.step, learn.epoch, learn.iter, learn.train_iter)
+    counters = (learn.step, learn.epoch, learn.iter, learn.train_iter, learn.epochs_done)
     # Only the sweep runs: loggers, checkpoints and averages must not see it.
     hidden = [cb for cb in learn.cbs if isinstance(cb, SWEEP_HIDDEN)]
     # The others run during the sweep; their state (recorder, loss scale, accumulation count)
@@ -147,7 +147,7 @@ def lr_find(learn, start_lr=1e-7, end_lr=10.0, num_it=100) -> LRFindResult:
         learn.add_cbs(hidden)
         for cb in nan_checks:
             cb.enabled = True
-        learn.step, learn.epoch, learn.iter, learn.train_iter = counters
+        learn.step, learn.epoch, learn.iter, learn.train_iter, learn.epochs_done = counters
         set_rng_state(rng)
     if not finder.lrs:
         raise ValueError("lr_find: no training batch ran")

@@ -80,7 +80,7 @@ class Recorder(Callback):
     def after_epoch(self) -> None:
         self._tick()
         st = self._epoch_state
-        row: dict[str, Any] = {"epoch": self.learn.epoch + 1}
+        row: dict[str, Any] = {"epoch": self.learn.epochs_done + self.learn.epoch + 1}
         row["train_loss"] = st["loss_sum"] / st["n"] if st["n"] else float("nan")
         correct, scored = self._pooled(st.get("correct", 0), st.get("scored", 0))
         if scored:
