@@ -110,6 +110,14 @@ def test_rerunning_skips_finished_runs_and_a_changed_recipe_is_refused(experimen
     assert len(err) == 1 and "another recipe (changed: lr)" in err[0]
 
 
+@pytest.mark.parametrize("flag, value", [("--depths", "20,20"), ("--arms", "plain,plain")])
+def test_a_repeated_depth_or_arm_is_refused(data, tmp_path, capsys, flag, value):
+    # Both would name the same run folder and count its run twice in the summary.
+    assert main(_args(data, tmp_path / "exp", flag, value)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "given more than once" in err[0]
+
+
 def test_a_refused_option_leaves_no_recipe_behind(data, tmp_path, capsys):
     # A warm-up needs the step schedule; the short budget's is one-cycle. The refusal must come
     # before recipe.json is written, or the corrected command would be refused as a change.

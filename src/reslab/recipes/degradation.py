@@ -153,6 +153,10 @@ class DegradationConfig:
 
     def __post_init__(self) -> None:
         check_options(self)
+        for flag, values in (("--depths", self.depths), ("--arms", self.arms)):
+            repeated = sorted({str(v) for v in values if values.count(v) > 1})
+            if repeated:  # one run folder each: a repeat would be counted twice in the summary
+                raise ValueError(f"{flag}: {', '.join(repeated)} given more than once")
         unknown = [a for a in self.arms if a not in ARMS]
         if unknown:
             raise ValueError(f"--arms: unknown {', '.join(unknown)}; expected {', '.join(ARMS)}")
