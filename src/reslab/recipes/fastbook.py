@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from reslab.files import atomic_write, atomic_write_json, atomic_write_text
-from reslab.models.profile import count_params, meta_model
+from reslab.models.profile import count_params
 from reslab.recipes.experiment import (
     ExperimentRun,
     open_experiment,
@@ -25,6 +25,7 @@ from reslab.recipes.experiment import (
 )
 from reslab.recipes.options import check_options, option
 from reslab.recipes.train_config import TrainConfig
+from reslab.weights import load_checkpoint
 
 __all__ = ["FASTBOOK_BUDGETS", "FastbookConfig", "fastbook_runs", "run_fastbook"]
 
@@ -119,7 +120,9 @@ def _row(folder: Path, run: ExperimentRun, metrics: dict[str, Any]) -> dict[str,
     lr_find = json.loads((folder / "runs" / run.name / "lr_find.json").read_text())
     return {
         **run.labels,
-        "parameters": count_params(meta_model(run.config.model, num_classes=10)),
+        "parameters": count_params(
+            load_checkpoint(folder / "runs" / run.name / "model.safetensors")
+        ),
         "epochs": run.config.epochs,
         "accuracy": metrics["test_accuracy"],
         "seconds": metrics["wall_seconds"],
