@@ -202,6 +202,9 @@ def test_bare_tags_and_unknown_tags():
     with pytest.raises(WeightsError, match="its tags"):
         reslab.create_model("resnet50", pretrained="IMAGENET1K_V9")
     assert find_tag("nonsense") is None
+    # Another model's tag: resnet50_v1 has v1.5's shapes, so only the name can refuse it.
+    with pytest.raises(WeightsError, match="are resnet50's, not resnet50_v1's"):
+        reslab.create_model("resnet50_v1", pretrained="resnet50@IMAGENET1K_V2")
 
 
 def test_imagenet_names_are_torchvisions():

@@ -206,6 +206,8 @@ def find_tag(text: str, model: str | None = None) -> WeightTag | None:
     table = tag_table()
     name, at, tag = text.partition("@")
     if at:
+        if model is not None and name != model:  # same shapes would load without a complaint
+            raise WeightsError(f"weights {text!r} are {name}'s, not {model}'s")
         model, text = name, tag
     key = text.lower()
     if model is not None:
