@@ -233,6 +233,16 @@ def test_a_custom_block_class_runs_but_cannot_be_saved(tmp_path):
         pass
 
     model = ResNet(MyBlock, (1, 1), 3, stage_widths=(8, 16))
-    assert model(torch.rand(1, 3, 32, 32)).shape == (1, 3)
+    assert model.eval()(torch.rand(1, 3, 32, 32)).shape == (1, 3)
     with pytest.raises(ValueError, match="custom block"):
         reslab.save_checkpoint(tmp_path / "m.safetensors", model)
+
+
+def test_a_width_that_leaves_a_bottleneck_empty_is_refused_when_built():
+    # ResNeXt-50 32x4d: int(64 * 0.1) = 6 planes, int(6 * 4 / 64) = 0 channels per group.
+    with pytest.raises(ValueError, match="0 channels per group"):
+        reslab.create_model("resnext50_32x4d", width=0.1)
+    # 0.25: 16 planes, int(16 * 4 / 64) = 1 channel per group, 32 in all: it runs.
+    model = reslab.create_model("resnext50_32x4d", width=0.25, num_classes=3)
+    assert model.layer1[0].conv2.weight.shape == (32, 1, 3, 3)
+    assert model.eval()(torch.rand(1, 3, 32, 32)).shape == (1, 3)

@@ -168,6 +168,19 @@ class ArchConfig:
                 )
         if self.block == "conv" and self.shortcut != "none":
             raise ConfigError("the single-conv block has no shortcut: use shortcut='none'")
+        if self.block == "bottleneck":
+            self._check_bottleneck_widths()
+
+    def _check_bottleneck_widths(self) -> None:
+        # A bottleneck's inner width is int(planes * width_per_group / 64) * groups (as built
+        # by the block): it must not round down to 0 channels (a narrow --width on ResNeXt).
+        for w in self.stage_widths:
+            planes = max(1, int(round(w * self.width)))
+            if int(planes * self.width_per_group / 64.0) < 1:
+                raise ConfigError(
+                    f"width {self.width} leaves a bottleneck of {w} planes with 0 channels "
+                    f"per group (width_per_group {self.width_per_group}); use a larger width"
+                )
 
     def kwargs(self) -> dict[str, Any]:
         """The constructor arguments, as :class:`~reslab.models.ResNet` takes them."""
