@@ -12,6 +12,7 @@ import torch
 import torchvision
 
 import reslab
+from conftest import randomize_bn
 from reslab.weights import StateDictMismatch, WeightsError, read_state_dict, resolve_model
 
 
@@ -38,6 +39,21 @@ def test_head_is_kept_when_fine_tuning_to_other_classes(tmp_path):
     reslab.load_weights(model, str(path), drop_head_if_mismatched=True)
     torch.testing.assert_close(model.layer4[1].conv2.weight, tv.layer4[1].conv2.weight)
     assert model.fc.weight.shape == (4, 512)
+
+
+def test_files_from_before_pytorch_0_4_1_load_like_torch_loads_them(tmp_path):
+    # No BatchNorm num_batches_tracked (torchvision's first ResNet-50 file): torch fills the
+    # counters in; reslab must load the file too, with the same outputs.
+    tv = randomize_bn(torchvision.models.resnet18(num_classes=10)).eval()
+    state = {k: v for k, v in tv.state_dict().items() if "num_batches_tracked" not in k}
+    torch.save(state, tmp_path / "old.pth")
+    twin = torchvision.models.resnet18(num_classes=10).eval()
+    twin.load_state_dict(state)  # torch's own behaviour: accepted
+    model = reslab.create_model("resnet18", num_classes=10, normalize=False).eval()
+    reslab.load_weights(model, str(tmp_path / "old.pth"))
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), twin(x), rtol=1e-5, atol=1e-5)
 
 
 def test_pickled_code_is_refused(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch
 from torch import Tensor, nn
 
 from reslab.weights.adapt import adapt_state_dict_channels
@@ -47,6 +48,17 @@ def check_shapes(model: nn.Module, shapes: Mapping[str, tuple[int, ...]], source
         raise StateDictMismatch(f"weights{where} do not fit the model: " + "; ".join(parts))
 
 
+def _with_batch_counters(state_dict: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """Files saved before PyTorch 0.4.1 (torchvision's first ResNet-50, …) have no BatchNorm
+    ``num_batches_tracked``; torch then starts the counter at 0, and so does this."""
+    for key in model.state_dict():
+        layer, _, leaf = key.rpartition(".")
+        old_format = key not in state_dict and f"{layer}.running_mean" in state_dict
+        if leaf == "num_batches_tracked" and old_format:
+            state_dict[key] = torch.zeros((), dtype=torch.long)
+    return state_dict
+
+
 def load_state_dict_into(
     model: nn.Module,
     state_dict: Mapping[str, Tensor],
@@ -57,7 +69,7 @@ def load_state_dict_into(
 ) -> nn.Module:
     """Load tensors into ``model`` in place (wrapper prefixes stripped, stem adapted) and
     return it; see :func:`reslab.load_weights` for the arguments."""
-    state_dict = to_reslab_keys(dict(state_dict))
+    state_dict = _with_batch_counters(to_reslab_keys(dict(state_dict)), model)
     in_chans = getattr(model, "in_chans", None)
     if in_chans is not None:
         state_dict = adapt_state_dict_channels(state_dict, in_chans)
