@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -222,6 +223,22 @@ def test_checkpoint_tag_and_labels(synthetic, tmp_path, monkeypatch):
     # A TF.js folder is also a weights source of its own (converted once into the cache).
     direct = reslab.create_model("resnet50_v1", pretrained=str(folder))
     torch.testing.assert_close(direct.fc.weight, model.fc.weight)
+
+
+def test_a_converted_folder_is_converted_again_when_its_class_names_change(
+    synthetic, tmp_path, monkeypatch
+):
+    # The conversion reads ../assets/labels.json too: the cache key must cover it.
+    _, folder = synthetic
+    monkeypatch.setenv("RESLAB_CACHE", str(tmp_path / "cache"))
+    package = tmp_path / "package"
+    shutil.copytree(folder.parent, package)
+    model = reslab.create_model("resnet50_v1", pretrained=str(package / "ResNet50"))
+    assert model.default_cfg["class_names"][3] == "class 3"
+    labels = {str(i): f"renamed_{i}" for i in range(1000)}
+    (package / "assets" / "labels.json").write_text(json.dumps(labels))
+    model = reslab.create_model("resnet50_v1", pretrained=str(package / "ResNet50"))
+    assert model.default_cfg["class_names"][3] == "renamed 3"
 
 
 def test_truncated_missing_and_corrupt_files(synthetic, tmp_path):

@@ -213,9 +213,14 @@ def keras_model_from_tfjs(folder: str | Path, class_names: Sequence[str] | None 
     return model
 
 
+def labels_file_beside(folder: Path) -> Path:
+    """Where the npm package keeps the class names of the model in ``folder``."""
+    return folder.parent / "assets" / "labels.json"
+
+
 def _labels_beside(folder: Path) -> list[str] | None:
     """The npm package's ``assets/labels.json`` (``{"0": "tench", …}``), if next to the model."""
-    path = folder.parent / "assets" / "labels.json"
+    path = labels_file_beside(folder)
     if not path.is_file():
         return None
     labels = json.loads(path.read_text())

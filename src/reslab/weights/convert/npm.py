@@ -9,6 +9,7 @@ weights cache, where the tag ``resnet50_v1@keras-imagenet`` finds it offline.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
 import tarfile
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from reslab.files import file_sha256
 from reslab.weights.catalog import KERAS_RESNET50_FILE
-from reslab.weights.convert.keras import convert_tfjs_folder
+from reslab.weights.convert.keras import convert_tfjs_folder, labels_file_beside
 from reslab.weights.files import WeightsError
 from reslab.weights.sources import weights_dir
 
@@ -33,15 +34,30 @@ KERAS_RESNET50_SHA256 = "863f7e63d95b1583cdd5af6bbd58e51c9664ec003ecdebabf6ee65f
 
 
 def convert_tfjs_folder_cached(folder: str | Path) -> Path:
-    """Convert once into the weights cache (keyed by model.json and the shards' sizes)."""
+    """Convert once into the weights cache, keyed on everything the conversion reads:
+    model.json, every shard it lists (name, size, modification time) and the class names
+    beside it."""
     folder = Path(folder).resolve()
-    h = hashlib.sha256((folder / "model.json").read_bytes())
-    for shard in sorted(folder.glob("*.bin")):
-        h.update(f"{shard.name}|{shard.stat().st_size}|{shard.stat().st_mtime_ns}".encode())
+    spec = (folder / "model.json").read_bytes()
+    h = hashlib.sha256(spec)
+    for path in sorted({*_manifest_files(spec, folder), *folder.glob("*.bin")}):
+        if path.is_file():
+            h.update(f"{path.name}|{path.stat().st_size}|{path.stat().st_mtime_ns}".encode())
+    labels = labels_file_beside(folder)
+    h.update(labels.read_bytes() if labels.is_file() else b"no labels")
     out = weights_dir() / f"tfjs-{folder.name}-{h.hexdigest()[:16]}.safetensors"
     if out.is_file():
         return out
     return convert_tfjs_folder(folder, out)
+
+
+def _manifest_files(spec: bytes, folder: Path) -> list[Path]:
+    """The shard files model.json names (none if it cannot be read: the conversion says why)."""
+    try:
+        groups = json.loads(spec)["weightsManifest"]
+        return [folder / name for group in groups for name in group["paths"]]
+    except (ValueError, KeyError, TypeError):
+        return []
 
 
 def fetch_keras_resnet50(
