@@ -246,3 +246,12 @@ def test_a_width_that_leaves_a_bottleneck_empty_is_refused_when_built():
     model = reslab.create_model("resnext50_32x4d", width=0.25, num_classes=3)
     assert model.layer1[0].conv2.weight.shape == (32, 1, 3, 3)
     assert model.eval()(torch.rand(1, 3, 32, 32)).shape == (1, 3)
+
+
+def test_mean_and_std_must_fit_the_input_channels():
+    model = reslab.create_model("resnet20", num_classes=10)
+    with pytest.raises(ValueError, match=r"mean \(1 values\) and std \(2\)"):
+        model.set_data_config(mean=(0.5,), std=(0.2, 0.3))
+    with pytest.raises(ValueError, match=r"input channel \(3\)"):
+        model.set_data_config(mean=(0.5, 0.5), std=(0.2, 0.3))
+    model.set_data_config(mean=(0.5,), std=(0.25,))  # one value for all channels is fine

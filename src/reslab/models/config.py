@@ -225,6 +225,11 @@ class DataConfig:
         set_(self, "input_size", size)
         set_(self, "mean", _floats("mean", self.mean))
         set_(self, "std", _floats("std", self.std))
+        if len(self.mean) != len(self.std) or len(self.mean) not in (1, size[0]):
+            raise ConfigError(
+                f"mean ({len(self.mean)} values) and std ({len(self.std)}) need one value per "
+                f"input channel ({size[0]}), or one for all"
+            )
         set_(self, "crop_pct", _float("crop_pct", self.crop_pct, 0.05, 1.0))
         _choice("interpolation", self.interpolation, ("bilinear", "bicubic", "nearest"))
         if self.class_names is not None:
