@@ -255,3 +255,9 @@ def test_mean_and_std_must_fit_the_input_channels():
     with pytest.raises(ValueError, match=r"input channel \(3\)"):
         model.set_data_config(mean=(0.5, 0.5), std=(0.2, 0.3))
     model.set_data_config(mean=(0.5,), std=(0.25,))  # one value for all channels is fine
+
+
+def test_a_pad_shortcut_cannot_narrow():
+    # Option A pads new channels with zeros; from 64 to 32 it would silently drop 32 of them.
+    with pytest.raises(ValueError, match="cannot go from 64 to 32 channels"):
+        reslab.create_model("resnet20", stage_widths=(64, 32, 16), num_classes=10)

@@ -11,6 +11,7 @@ import torch.fx
 from torch import Tensor, nn
 
 from reslab.layers import LayerSet
+from reslab.models.config import ConfigError
 
 __all__ = [
     "BasicBlock",
@@ -96,6 +97,11 @@ class PadShortcut(nn.Module):
 
     def __init__(self, in_planes: int, out_planes: int, stride: int) -> None:
         super().__init__()
+        if out_planes < in_planes:  # padding cannot narrow; negative padding would crop
+            raise ConfigError(
+                f"shortcut='pad' cannot go from {in_planes} to {out_planes} channels; "
+                "use shortcut='conv'"
+            )
         self.stride = stride
         self.extra = out_planes - in_planes
 
