@@ -6,14 +6,15 @@ from __future__ import annotations
 import argparse
 
 from reslab.cli.options import add_config_options, config_fields_from_args
-from reslab.recipes import FinetuneConfig, run_finetune
+from reslab.recipes import FinetuneConfig, finetune_resume_config, run_finetune
 
 __all__ = ["register"]
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    cfg = FinetuneConfig(**config_fields_from_args(FinetuneConfig, args))
-    m = run_finetune(cfg)
+    given = config_fields_from_args(FinetuneConfig, args)
+    cfg = finetune_resume_config(args.resume, given) if args.resume else FinetuneConfig(**given)
+    m = run_finetune(cfg, resume=bool(args.resume))
     epochs = ", ".join(f"{t:.1f}" for t in m["epoch_seconds"] if t is not None)
     print(
         f"valid accuracy {m['valid_accuracy']:.4f}  loss {m['valid_loss']:.4f}  "
@@ -31,5 +32,6 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
         description="Replace the classifier of a pretrained model and train on new data. "
         "Frozen parts keep their BatchNorm statistics too.",
     )
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR exactly")
     add_config_options(p, FinetuneConfig)
     p.set_defaults(func=cmd_finetune)

@@ -2,7 +2,7 @@
 (:func:`open_run`: threads, processes, device, seed, one writer per run folder, atomic files)
 with their options declared once (:mod:`reslab.recipes.options`)."""
 
-from reslab.recipes.finetune import prepare_model, run_finetune
+from reslab.recipes.finetune import finetune_resume_config, prepare_model, run_finetune
 from reslab.recipes.finetune_config import FinetuneConfig
 from reslab.recipes.options import KINDS, OptionSpec, check_options, option, option_specs
 from reslab.recipes.run import Run, open_run, seed_everything
@@ -32,6 +32,7 @@ __all__ = [
     "prepare_model",
     "resume_config",
     "run_finetune",
+    "finetune_resume_config",
     "run_training",
     "seed_everything",
     "subset",

@@ -7,6 +7,7 @@ config, class names, metrics), ``config.json``, ``metrics.json`` and ``history.j
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,9 +18,10 @@ import torch
 from reslab.data import TensorImageDataset, load_dataset, make_loader
 from reslab.models import ResNet
 from reslab.recipes.finetune_config import FinetuneConfig
-from reslab.recipes.run import Run, open_run
+from reslab.recipes.options import option_specs
+from reslab.recipes.run import Run, open_run, saved_run_config
 from reslab.recipes.train import subset
-from reslab.training import Learner
+from reslab.training import Callback, Learner, SaveCheckpoint
 from reslab.transfer import (
     FeatureLoader,
     ViewAverage,
@@ -36,7 +38,7 @@ from reslab.transfer import (
 )
 from reslab.weights import resolve_model, save_checkpoint
 
-__all__ = ["FinetuneConfig", "prepare_model", "run_finetune"]
+__all__ = ["FinetuneConfig", "finetune_resume_config", "prepare_model", "run_finetune"]
 
 
 def _datasets(cfg: FinetuneConfig):
@@ -68,9 +70,30 @@ def prepare_model(cfg: FinetuneConfig, train_ds, device: torch.device):
     return model.to(device), transform, size
 
 
-def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
-    """Fine-tune as configured; write the run folder (when ``cfg.out``); return metrics."""
-    existing = "overwrite" if cfg.overwrite else "refuse"
+# Options that may change when a run is resumed: they affect speed and display, not results.
+FINETUNE_RUNTIME = tuple(f.name for f, spec in option_specs(FinetuneConfig) if spec.runtime)
+
+
+def finetune_resume_config(
+    run_dir: str | Path, changes: dict[str, Any] | None = None
+) -> FinetuneConfig:
+    """The config of the fine-tuning run saved in ``run_dir``, with runtime ``changes``."""
+    saved = saved_run_config(run_dir, "finetune_config", changes, FINETUNE_RUNTIME)
+    names = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    return FinetuneConfig(**{k: v for k, v in saved.items() if k in names})
+
+
+def run_finetune(
+    cfg: FinetuneConfig, *, resume: bool = False, extra_cbs: tuple[Callback, ...] = ()
+) -> dict[str, Any]:
+    """Fine-tune as configured; write the run folder (when ``cfg.out``); return metrics.
+
+    With ``resume`` the run continues from ``cfg.out``'s last checkpoint (written after every
+    epoch, and every ``save_every`` batches); ``cfg`` must be the saved one
+    (:func:`finetune_resume_config`)."""
+    if resume and (cfg.cache_features or not cfg.out):
+        raise ValueError("--resume needs a run folder trained without --cache-features")
+    existing = "resume" if resume else "overwrite" if cfg.overwrite else "refuse"
     with open_run(
         cfg.out, seed=cfg.seed, device=cfg.device, threads=cfg.threads, existing=existing
     ) as run:
@@ -94,8 +117,11 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         else:
             learn = _learner(cfg, run, model, loader(train_ds, True), loader(valid_ds, False))
             learn.input_transforms.append(transform)
+            checkpoints = [SaveCheckpoint(run.out, cfg.save_every, extra={
+                "finetune_config": cfg.to_dict()})] if cfg.out else []  # fmt: skip
+            learn.add_cbs([*checkpoints, *extra_cbs])
         run.write_json("config.json", cfg.to_dict())
-        _fit(learn, cfg)
+        _fit(learn, cfg, run.out if resume else None)
         metrics = _metrics(learn, run, train_ds, valid_ds, size, extra)
         if run.writes:
             _write_outputs(cfg, run, model, metrics, learn.recorder.history)
@@ -111,14 +137,17 @@ def _learner(cfg: FinetuneConfig, run: Run, model: torch.nn.Module, train_dl, va
     )  # fmt: skip
 
 
-def _fit(learn: Learner, cfg: FinetuneConfig) -> None:
+def _fit(learn: Learner, cfg: FinetuneConfig, resume: Path | None) -> None:
     if cfg.schedule == "fine-tune":
         frozen = cfg.freeze if cfg.freeze != "none" else "backbone"
         fine_tune(
             learn, cfg.epochs, cfg.peak_lr, freeze_epochs=cfg.freeze_epochs,
-            lr_mult=cfg.lr_mult, frozen=frozen,
+            lr_mult=cfg.lr_mult, frozen=frozen, resume=resume,
         )  # fmt: skip
-    elif cfg.schedule == "one-cycle":
+        return
+    if resume:
+        learn.resume(resume)
+    if cfg.schedule == "one-cycle":
         learn.fit_one_cycle(cfg.epochs, cfg.peak_lr)
     else:
         learn.fit(cfg.epochs, cfg.peak_lr)

@@ -19,12 +19,8 @@ DEFAULT_FINETUNE_LR = {"adamw": 1e-3, "sgd": 0.01}
 class FinetuneConfig:
     """Options of one fine-tuning run (the ``reslab finetune`` flags)."""
 
-    source: str = option(
-        None, "the pretrained model", flags=("--from",), metavar="MODEL@TAG|CKPT", required=True
-    )
-    data: str = option(
-        None, "fashion-mnist, cifar10 or a folder with train/ and val/", required=True
-    )
+    source: str = option(None, "the pretrained model", flags=("--from",), metavar="MODEL@TAG|CKPT")
+    data: str = option(None, "fashion-mnist, cifar10 or a folder with train/ and val/")
     out: str | None = option(
         None, "run folder to write (model.safetensors, metrics.json, history.json)"
     )
@@ -86,6 +82,10 @@ class FinetuneConfig:
     valid_limit: int | None = option(None, "… and of this many validation images", "positive_int")
     data_dir: str | None = option(None, "where to look for data first", "folder", metavar="DIR")
     workers: int = option(2, "DataLoader workers for image folders", "count", runtime=True)
+    save_every: int | None = option(
+        None, "also checkpoint every STEPS batches (each epoch always)", "positive_int",
+        metavar="STEPS",
+    )  # fmt: skip
     seed: int = option(0, "random seed", "count")
     device: str | None = option(
         None, "cpu or cuda", "device", default_text="cuda when available", runtime=True
@@ -97,7 +97,7 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         if self.source is None or self.data is None:
-            raise ValueError("--from and --data are required")
+            raise ValueError("--from and --data are required (or --resume RUN_DIR)")
         check_options(self)
         if self.cache_features and self.freeze != "backbone":
             raise ValueError("--cache-features needs --freeze backbone (fixed embeddings)")

@@ -32,7 +32,12 @@ from reslab.files import (
     is_temp_file,
     sweep_temp_files,
 )
-from reslab.training import DistContext, init_distributed
+from reslab.training import (
+    CHECKPOINT_NAME,
+    DistContext,
+    init_distributed,
+    read_checkpoint_meta,
+)
 from reslab.version import __version__, git_commit
 
 __all__ = [
@@ -59,6 +64,32 @@ RUN_FILES = (
     "top_losses.json", "tensorboard", "command.json",
 )  # fmt: skip
 IGNORED = (".lock", "command.json")  # a folder holding only these has no run in it
+
+
+def saved_run_config(
+    run_dir: str | Path,
+    key: str,
+    changes: dict[str, Any] | None,
+    runtime: tuple[str, ...],
+) -> dict[str, Any]:
+    """The config a recipe stored under ``key`` in the checkpoint of ``run_dir``, with the
+    ``runtime`` options among ``changes`` applied (speed and display); any other change is
+    refused: a resume continues the same run."""
+    run = Path(run_dir)
+    ckpt = run / CHECKPOINT_NAME if run.is_dir() else run
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"{run_dir}: no {CHECKPOINT_NAME} to resume from")
+    saved = read_checkpoint_meta(ckpt).get(key)
+    if not saved:
+        raise ValueError(f"{ckpt}: not written by this command (no {key})")
+    changes = {k: v for k, v in (changes or {}).items() if v is not None and k != "out"}
+    changed = sorted(
+        k for k, v in changes.items() if k not in runtime and k in saved and saved[k] != v
+    )
+    if changed:
+        raise ValueError(f"--resume continues the saved run; cannot change: {', '.join(changed)}")
+    merged = {**saved, **{k: v for k, v in changes.items() if k in runtime}}
+    return {**merged, "out": str(ckpt.parent)}
 
 
 class RunFolderError(ValueError):

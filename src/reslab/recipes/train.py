@@ -18,7 +18,7 @@ import torch
 from reslab.data import TensorImageDataset, load_dataset, make_loader
 from reslab.models import ResNet, get_model_spec
 from reslab.recipes.options import option_specs
-from reslab.recipes.run import Run, open_run
+from reslab.recipes.run import Run, open_run, saved_run_config
 from reslab.recipes.train_config import TrainConfig
 from reslab.training import (
     CHECKPOINT_NAME,
@@ -59,21 +59,8 @@ RUNTIME_OPTIONS = tuple(f.name for f, spec in option_specs(TrainConfig) if spec.
 def resume_config(run_dir: str | Path, changes: dict[str, Any] | None = None) -> TrainConfig:
     """The config of the run saved in ``run_dir``, with runtime ``changes`` (threads, device,
     workers, progress) applied; any other change is refused: a resume continues the same run."""
-    run = Path(run_dir)
-    ckpt = run / CHECKPOINT_NAME if run.is_dir() else run
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"{run_dir}: no {CHECKPOINT_NAME} to resume from")
-    saved = read_checkpoint_meta(ckpt).get("train_config")
-    if not saved:
-        raise ValueError(f"{ckpt}: not written by `reslab train` (no train_config)")
-    changes = {k: v for k, v in (changes or {}).items() if v is not None and k != "out"}
-    changed = sorted(
-        k for k, v in changes.items() if k not in RUNTIME_OPTIONS and k in saved and saved[k] != v
-    )
-    if changed:
-        raise ValueError(f"--resume continues the saved run; cannot change: {', '.join(changed)}")
-    merged = {**saved, **{k: v for k, v in changes.items() if k in RUNTIME_OPTIONS}}
-    return TrainConfig.from_dict({**merged, "out": str(ckpt.parent)})
+    saved = saved_run_config(run_dir, "train_config", changes, RUNTIME_OPTIONS)
+    return TrainConfig.from_dict(saved)
 
 
 def subset(ds, limit: int | None, seed: int):

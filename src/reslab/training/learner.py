@@ -236,7 +236,7 @@ class Learner:
         self.n_epoch = n_epoch
         self.n_iter = len(self.train_dl)
         self.add_cbs(cbs)
-        begun = 0
+        begun = self.start_epoch  # a resumed fit's earlier epochs count as done
         try:
             try:
                 self("before_fit")

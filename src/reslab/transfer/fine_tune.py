@@ -4,10 +4,11 @@ parameter groups with an ``lr_scale``, from the stem (smallest) to the head (lar
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 from torch import nn
 
-from reslab.training import Learner
+from reslab.training import CHECKPOINT_NAME, Learner, SaveCheckpoint, read_checkpoint_meta
 from reslab.training.optim import ParamGroupFn
 from reslab.transfer.freeze import freeze, layer_groups, unfreeze
 
@@ -57,13 +58,38 @@ def fine_tune(
     lr_mult: float = 100.0,
     pct_start: float = 0.3,
     frozen: str = "backbone",
+    resume: str | Path | None = None,
 ) -> None:
     """fastai's recipe: ``freeze_epochs`` one-cycle epochs with the backbone frozen, then
-    ``epochs`` with everything trainable at half the LR, spread over ``lr_mult``."""
-    freeze(learn.model, frozen)
-    if freeze_epochs > 0:
-        learn.fit_one_cycle(freeze_epochs, base_lr, pct_start=0.99)
+    ``epochs`` with everything trainable at half the LR, spread over ``lr_mult``.
+
+    Checkpoints (a :class:`~reslab.training.SaveCheckpoint` on ``learn``) record which of the
+    two fits they were written in; ``resume`` (a run folder or checkpoint) continues from one.
+    """
+    phase = read_checkpoint_meta(_checkpoint(resume)).get("phase") if resume else None
+    if phase != "unfrozen":
+        freeze(learn.model, frozen)
+        _record_phase(learn, "frozen")
+        if resume:
+            learn.resume(resume)
+        if freeze_epochs > 0:
+            learn.fit_one_cycle(freeze_epochs, base_lr, pct_start=0.99)
     unfreeze(learn.model)
     learn.param_groups = discriminative_param_groups(lr_mult)
+    _record_phase(learn, "unfrozen")
+    if phase == "unfrozen":
+        learn.epochs_done = freeze_epochs
+        learn.resume(resume)
     if epochs > 0:
         learn.fit_one_cycle(epochs, base_lr / 2, pct_start=pct_start)
+
+
+def _checkpoint(path: str | Path) -> Path:
+    path = Path(path)
+    return path / CHECKPOINT_NAME if path.is_dir() else path
+
+
+def _record_phase(learn: Learner, phase: str) -> None:
+    for cb in learn.cbs:
+        if isinstance(cb, SaveCheckpoint):
+            cb.extra["phase"] = phase
