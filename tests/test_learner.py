@@ -140,7 +140,8 @@ def test_step_lr_matches_torch_multisteplr():
         sched.step()
 
 
-def test_step_schedule_sets_lr_per_epoch():
+def _lrs_under(schedule: StepSchedule, epochs: int = 4) -> list[float]:
+    """The LR of every training batch of a fit under ``schedule`` (6 batches per epoch)."""
     x, y = toy_data(48)
     learn = learner(toy_net(), batches(x, y, 8))
     seen = []
@@ -152,7 +153,12 @@ def test_step_schedule_sets_lr_per_epoch():
             if self.learn.training:
                 seen.append(self.learn.opt.param_groups[0]["lr"])
 
-    learn.fit(4, 0.2, cbs=[StepSchedule(0.2, (2, 3)), Spy()])
+    learn.fit(epochs, schedule.base_lr, cbs=[schedule, Spy()])
+    return seen
+
+
+def test_step_schedule_sets_lr_per_epoch():
+    seen = _lrs_under(StepSchedule(0.2, (2, 3)))
     assert seen == pytest.approx([0.2] * 12 + [0.02] * 6 + [0.002] * 6)
     with pytest.raises(ValueError, match="increasing"):
         StepSchedule(0.1, (5, 2))
@@ -163,18 +169,7 @@ def test_step_schedule_warm_up_runs_at_a_tenth_then_the_full_lr():
     assert [step_lr(e, 0.1, (82, 123), warmup=1) for e in (0, 1, 81, 82, 123)] == pytest.approx(
         [0.01, 0.1, 0.1, 0.01, 0.001]
     )
-    x, y = toy_data(48)
-    learn = learner(toy_net(), batches(x, y, 8))
-    seen = []
-
-    class Spy(Callback):
-        order = 1
-
-        def before_batch(self):
-            if self.learn.training:
-                seen.append(self.learn.opt.param_groups[0]["lr"])
-
-    learn.fit(4, 0.2, cbs=[StepSchedule(0.2, (3,), warmup=1), Spy()])
+    seen = _lrs_under(StepSchedule(0.2, (3,), warmup=1))
     assert seen == pytest.approx([0.02] * 6 + [0.2] * 12 + [0.02] * 6)
     with pytest.raises(ValueError, match="first milestone"):
         StepSchedule(0.1, (2, 5), warmup=2)
