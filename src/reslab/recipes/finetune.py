@@ -7,7 +7,6 @@ config, class names, metrics), ``config.json``, ``metrics.json`` and ``history.j
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -78,9 +77,9 @@ def finetune_resume_config(
     run_dir: str | Path, changes: dict[str, Any] | None = None
 ) -> FinetuneConfig:
     """The config of the fine-tuning run saved in ``run_dir``, with runtime ``changes``."""
-    saved = saved_run_config(run_dir, "finetune_config", changes, FINETUNE_RUNTIME)
-    names = {f.name for f in dataclasses.fields(FinetuneConfig)}
-    return FinetuneConfig(**{k: v for k, v in saved.items() if k in names})
+    return FinetuneConfig.from_dict(
+        saved_run_config(run_dir, "finetune_config", changes, FINETUNE_RUNTIME)
+    )
 
 
 def run_finetune(
@@ -117,9 +116,10 @@ def run_finetune(
         else:
             learn = _learner(cfg, run, model, loader(train_ds, True), loader(valid_ds, False))
             learn.input_transforms.append(transform)
-            checkpoints = [SaveCheckpoint(run.out, cfg.save_every, extra={
-                "finetune_config": cfg.to_dict()})] if cfg.out else []  # fmt: skip
-            learn.add_cbs([*checkpoints, *extra_cbs])
+            if cfg.out:
+                meta = {"finetune_config": cfg.to_dict()}
+                learn.add_cbs([SaveCheckpoint(run.out, cfg.save_every, extra=meta)])
+        learn.add_cbs(extra_cbs)
         run.write_json("config.json", cfg.to_dict())
         _fit(learn, cfg, run.out if resume else None)
         metrics = _metrics(learn, run, train_ds, valid_ds, size, extra)

@@ -35,6 +35,7 @@ from reslab.training import (
     SaveCheckpoint,
     StepSchedule,
     TensorBoardCallback,
+    add_checkpoint_meta,
     bf16_is_fast,
     convert_sync_batchnorm,
     lr_find,
@@ -211,7 +212,8 @@ def run_training(
             learn.lr = read_checkpoint_meta(run.path(CHECKPOINT_NAME)).get("peak_lr", learn.lr)
         elif cfg.lr_find:
             learn.lr = _run_lr_find(learn, run, use_suggestion=cfg.lr is None)
-        _remember_peak_lr(learn)
+        # lr_find's suggestion exists only in this process: checkpoints keep it for --resume.
+        add_checkpoint_meta(learn, peak_lr=learn.lr)
         _fit(learn, cfg)
         return _finish(cfg, learn, loader(test_ds, False), run, resume)
 
@@ -243,13 +245,6 @@ def _fit(learn: Learner, cfg: TrainConfig) -> None:
         learn.fit(cfg.epochs, learn.lr, cbs=[schedule])
     else:
         learn.fit(cfg.epochs, learn.lr)
-
-
-def _remember_peak_lr(learn: Learner) -> None:
-    # lr_find's suggestion exists only in this process: checkpoints keep it for --resume.
-    for cb in learn.cbs:
-        if isinstance(cb, SaveCheckpoint):
-            cb.extra["peak_lr"] = learn.lr
 
 
 def _run_lr_find(learn: Learner, run: Run, use_suggestion: bool) -> float:

@@ -16,6 +16,7 @@ from reslab.training.channels_last import ChannelsLast
 from reslab.training.checkpoint import (
     CHECKPOINT_NAME,
     SaveCheckpoint,
+    add_checkpoint_meta,
     get_rng_state,
     read_checkpoint_meta,
     set_rng_state,
@@ -81,6 +82,7 @@ __all__ = [
     "ProgressCallback",
     "Recorder",
     "SaveCheckpoint",
+    "add_checkpoint_meta",
     "StepSchedule",
     "TensorBoardCallback",
     "TerminateOnNaN",

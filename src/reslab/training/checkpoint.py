@@ -36,6 +36,7 @@ from reslab.weights import (
 from reslab.weights.files import read_safetensors_metadata, refusal
 
 __all__ = [
+    "add_checkpoint_meta",
     "CHECKPOINT_NAME",
     "SaveCheckpoint",
     "get_rng_state",
@@ -199,6 +200,15 @@ def resume_learner(learn, path: Path) -> dict[str, Any]:
         learn.class_names = list(meta["class_names"])
     learn.last_checkpoint = path
     return meta
+
+
+def add_checkpoint_meta(learn, **values: Any) -> None:
+    """Store ``values`` (JSON-able) in every checkpoint ``learn``'s :class:`SaveCheckpoint`
+    writes from now on: what a resume needs that only this process knows (a suggested LR,
+    which fit of a two-fit recipe is running)."""
+    for cb in learn.cbs:
+        if isinstance(cb, SaveCheckpoint):
+            cb.extra.update(values)
 
 
 class SaveCheckpoint(Callback):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from torch import nn
 
-from reslab.training import CHECKPOINT_NAME, Learner, SaveCheckpoint, read_checkpoint_meta
+from reslab.training import CHECKPOINT_NAME, Learner, add_checkpoint_meta, read_checkpoint_meta
 from reslab.training.optim import ParamGroupFn
 from reslab.transfer.freeze import freeze, layer_groups, unfreeze
 
@@ -69,14 +69,14 @@ def fine_tune(
     phase = read_checkpoint_meta(_checkpoint(resume)).get("phase") if resume else None
     if phase != "unfrozen":
         freeze(learn.model, frozen)
-        _record_phase(learn, "frozen")
+        add_checkpoint_meta(learn, phase="frozen")
         if resume:
             learn.resume(resume)
         if freeze_epochs > 0:
             learn.fit_one_cycle(freeze_epochs, base_lr, pct_start=0.99)
     unfreeze(learn.model)
     learn.param_groups = discriminative_param_groups(lr_mult)
-    _record_phase(learn, "unfrozen")
+    add_checkpoint_meta(learn, phase="unfrozen")
     if phase == "unfrozen":
         learn.epochs_done = freeze_epochs
         learn.resume(resume)
@@ -87,9 +87,3 @@ def fine_tune(
 def _checkpoint(path: str | Path) -> Path:
     path = Path(path)
     return path / CHECKPOINT_NAME if path.is_dir() else path
-
-
-def _record_phase(learn: Learner, phase: str) -> None:
-    for cb in learn.cbs:
-        if isinstance(cb, SaveCheckpoint):
-            cb.extra["phase"] = phase
