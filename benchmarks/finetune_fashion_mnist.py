@@ -48,7 +48,7 @@ def main() -> None:
             gray=args.gray, train_limit=args.train_limit, valid_limit=args.valid_limit,
             progress=False, seed=0,
         )  # fmt: skip
-        m = run_finetune(cfg)
+        m = run_finetune(cfg).to_dict()
         row = {
             "size": size,
             "test_accuracy": m["valid_accuracy"],

@@ -64,7 +64,7 @@ def accuracy(args) -> dict:
         train_limit=args.train_limit, valid_limit=args.valid_limit, workers=args.workers,
         progress=False, seed=0,
     )  # fmt: skip
-    m = run_finetune(cfg)
+    m = run_finetune(cfg).to_dict()
     return {**m, **pretrained_head_accuracy(cache / "features-valid.safetensors")}
 
 
@@ -76,8 +76,8 @@ def speed(args) -> dict:
         epochs=args.speed_epochs, bs=32, lr=1e-3, train_limit=args.speed_images, valid_limit=64,
         augment=False, workers=args.workers, progress=False, seed=0,
     )  # fmt: skip
-    plain = run_finetune(FinetuneConfig(**common))
-    cached = run_finetune(FinetuneConfig(**common, cache_features="memory"))
+    plain = run_finetune(FinetuneConfig(**common)).to_dict()
+    cached = run_finetune(FinetuneConfig(**common, cache_features="memory")).to_dict()
     p_med = statistics.median(plain["epoch_seconds"][1:])
     c_med = statistics.median(cached["epoch_seconds"][1:])
     return {

@@ -144,7 +144,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(data_dir, reference, tmp_pat
     _killed_then_resumed(data_dir, tmp_path, "batch", 15)
     _assert_same(_weights(tmp_path), _weights(ref_dir))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["resumed"] and metrics["test_accuracy"] == ref_metrics["test_accuracy"]
+    assert metrics["resumed"] and metrics["test_accuracy"] == ref_metrics.test_accuracy
     ref_hist = json.loads((ref_dir / "history.json").read_text())
     hist = json.loads((tmp_path / "history.json").read_text())
     assert hist["batch_loss"] == ref_hist["batch_loss"]  # the same 20 losses, none twice

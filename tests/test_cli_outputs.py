@@ -82,17 +82,19 @@ def test_cuda_without_a_gpu_is_one_line(command, tmp_path, capsys):
 @pytest.mark.parametrize(
     "file, text, command, message",
     [
-        ("history.json", "{}", ["plot", "history"], "no epochs recorded"),
-        ("history.json", '{"history": 5}', ["plot", "history"], "not a list of epochs"),
-        ("history.json", '{"history": [5]}', ["plot", "history"], "not a list of epochs"),
+        ("history.json", '{"history": []}', ["plot", "history"], "no epochs recorded"),
+        ("history.json", "{}", ["plot", "history"], "'history' must be a list of epochs"),
+        ("history.json", '{"history": 5}', ["plot", "history"], "must be a list of epochs"),
+        ("history.json", '{"history": [5]}', ["plot", "history"], "history[0] is not an epoch"),
         ("history.json", "[1, 2]", ["plot", "history"], "expected a JSON object"),
-        ("lr_find.json", '{"x": 1}', ["plot", "lr"], "'lrs' is not a list of numbers"),
+        ("lr_find.json", '{"x": 1}', ["plot", "lr"], "no 'lrs'"),
+        ("lr_find.json", '{"lrs": [1], "losses": "x"}', ["plot", "lr"], "'losses' must be"),
     ],
 )
 def test_damaged_run_files_are_one_line(file, text, command, message, tmp_path, capsys):
     (tmp_path / file).write_text(text)
     assert main([*command, str(tmp_path), "--out", str(tmp_path / "plot.png")]) == 2
-    _one_line_error(capsys, message)
+    _one_line_error(capsys, message, file)  # the message names the damaged file
 
 
 def test_a_report_survives_a_damaged_history(ckpt, tmp_path):

@@ -39,7 +39,11 @@ def _args(data: Path, out: Path, *extra: str) -> list[str]:
     return ["experiment", "degradation", "--data", "fashion-mnist", "--data-dir", str(data),
             "--depths", "20,32", "--arms", "plain,residual", "--epochs", "2", "--bs", "16",
             "--train-limit", "48", "--train-eval", "24", "--threads", "1", "--no-progress",
-            "--out", str(out), *extra]  # fmt: skip
+            "--no-amp", "--out", str(out), *extra]  # fmt: skip
+
+
+# --no-amp: the tests recompute errors in float32; under bf16 autocast (the default where it is
+# native) one image of a tiny untrained net can fall the other way.
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """The package's architecture rules, read from the source with ``ast``.
 
 - imports between rooms flow one way (cli → recipes/analysis/inference → transfer →
-  training → weights/data → models → layers → ops, with files at the bottom);
+  training → weights/data → models → layers → ops, with files at the bottom and the run
+  folders' owner, runs, just above it);
 - no import cycle between modules, counting imports inside functions;
 - no private (``_name``) name imported from another module;
 - no file over 400 lines and no function over 80 lines.
@@ -23,6 +24,7 @@ RANK = {
     "version": 0,
     "files": 0,
     "ops": 1,
+    "runs": 1,
     "layers": 2,
     "models": 3,
     "data": 4,

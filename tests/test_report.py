@@ -251,7 +251,7 @@ def test_a_folder_with_results_but_no_manifest_is_an_experiment(tmp_path):
         ({"title": "x", "figures": ["missing.png"]}, "'missing.png' does not exist"),
         ({"figures": ["fig.png"]}, "'title' is required"),
         ({"title": "x", "figure": ["fig.png"]}, "unknown key 'figure'"),
-        ({"title": "x"}, "lists no figures and no tables"),
+        ({"title": "x"}, "lists no figures, tables or sections"),
         ({"title": "x", "figures": ["notes.md"]}, "not a PNG, JPEG"),
         ({"title": "x", "tables": ["fig.png"]}, "must be .md, .json or .csv"),
         ("not json", "not valid JSON"),

@@ -112,12 +112,14 @@ def test_a_finished_run_is_not_overwritten_without_asking(data, tmp_path, capsys
     assert _digest(out / "model.safetensors") == model
     # --overwrite replaces the run's own files and leaves anything else alone.
     (out / "my-notes.txt").write_text("keep me")
-    (out / ".model.safetensors.dead.tmp").write_bytes(b"half a file")
+    (out / ".model.safetensors.0badc0de.tmp").write_bytes(b"half a file")
+    (out / ".my-editor.tmp").write_text("the user's own hidden file")
     assert main(_args(data, out, "--seed", "3", "--overwrite")) == 0
     assert _digest(out / "model.safetensors") != model
     assert json.loads((out / "config.json").read_text())["seed"] == 3
     assert (out / "my-notes.txt").read_text() == "keep me"
-    assert not (out / ".model.safetensors.dead.tmp").exists()  # swept: no writer owned it
+    assert not (out / ".model.safetensors.0badc0de.tmp").exists()  # swept: named as ours
+    assert (out / ".my-editor.tmp").read_text() == "the user's own hidden file"
 
 
 def test_finetune_refuses_a_used_folder_too(data, tmp_path, capsys):
@@ -130,10 +132,16 @@ def test_finetune_refuses_a_used_folder_too(data, tmp_path, capsys):
             "--epochs", "1", "--bs", "16", "--no-progress", "--out", str(out)]  # fmt: skip
     assert main(args) == 2
     err = capsys.readouterr().err
-    # No checkpoint there, so no --resume to suggest (finetune has none either).
-    assert "holds a previous run" in err and "--resume" not in err and "--overwrite" in err
+    # Not a run reslab recorded: neither --resume nor --overwrite is offered, and
+    # --overwrite refuses it, leaving the file alone.
+    assert "files reslab did not record" in err and "--resume" not in err
+    assert "--overwrite" not in err
+    assert main([*args, "--overwrite"]) == 2
+    assert "not a reslab run folder" in capsys.readouterr().err
     assert (out / "model.safetensors").read_bytes() == b"someone else's"
-    assert main([*args, "--overwrite"]) == 0
+    (out / "model.safetensors").unlink()
+    assert main(args) == 0  # an empty folder is a new run's
+    assert main([*args, "--overwrite", "--seed", "2"]) == 0  # and then its own to replace
 
 
 @pytest.mark.parametrize(

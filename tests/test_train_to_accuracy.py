@@ -48,17 +48,17 @@ def test_readme_recipe_trains_resnet20_to_accuracy(tmp_path, session_cache, monk
         progress=False,
     )
     metrics = run_training(cfg)
-    assert metrics["epochs"] == 2 and metrics["train_images"] == 60_000
+    assert metrics.epochs == 2 and metrics.train_images == 60_000
 
     model = load_checkpoint(tmp_path / "run" / "model.safetensors").eval()
     x, y = _real_test_set()
     correct = 0
     # The same arithmetic as the run's final evaluation: bf16 autocast when it used --amp.
-    bf16 = metrics["amp"] == "bf16"
+    bf16 = metrics.amp == "bf16"
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for xb, yb in zip(x.split(500), y.split(500)):
             correct += int((model(xb).argmax(1) == yb).sum())
     accuracy = correct / 10_000
     # Other batch sizes and memory formats may break a near tie the other way: a few images.
-    assert metrics["test_accuracy"] == pytest.approx(accuracy, abs=5e-4)
+    assert metrics.test_accuracy == pytest.approx(accuracy, abs=5e-4)
     assert accuracy >= STATED, f"{accuracy:.4f} < {STATED} (this recipe reached {REACHED})"

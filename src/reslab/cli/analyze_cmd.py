@@ -11,8 +11,9 @@ from reslab.analysis.blocks_plot import plot_blocks
 from reslab.cli import CliError
 from reslab.cli.argtypes import count, folder, positive_int
 from reslab.data import load_dataset, make_loader
-from reslab.files import atomic_write_json, check_output_dir
+from reslab.files import atomic_write_json, check_output_dir, check_output_file
 from reslab.recipes import subset
+from reslab.runs import claim, names, run_inputs
 from reslab.weights import resolve_model, resolve_spec_path
 
 __all__ = ["register"]
@@ -36,14 +37,16 @@ def _loader(model, data: str, split: str, data_dir, limit: int, seed: int):
 def cmd_blocks(args: argparse.Namespace) -> int:
     path = resolve_spec_path(args.spec)
     out = check_output_dir(args.out or (path.parent if path is not None else "."))
+    for name in (names.BLOCKS_JSON, names.BLOCKS_PNG):
+        check_output_file(out / name, inputs=run_inputs(args.spec))
     model = resolve_model(args.spec).eval()
     test = _loader(model, args.data, "test", args.data_dir, args.limit, 0)
     train = None
     if args.probe_images:
         train = _loader(model, args.data, "train", args.data_dir, args.probe_images, 1)
     report = study_blocks(model, test, train)
-    atomic_write_json(out / "blocks.json", report)
-    plot_blocks(report, out / "blocks.png", title=f"{args.spec} on {args.data}")
+    atomic_write_json(claim(out / names.BLOCKS_JSON), report)
+    plot_blocks(report, claim(out / names.BLOCKS_PNG), title=f"{args.spec} on {args.data}")
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -56,7 +59,7 @@ def cmd_blocks(args: argparse.Namespace) -> int:
             )
         for s in report["stages"]:
             print(f"probe {s['name']}: {s['probe_accuracy']:.4f}")
-    print(f"wrote {Path(out) / 'blocks.json'} and blocks.png")
+    print(f"wrote {Path(out) / names.BLOCKS_JSON} and {names.BLOCKS_PNG}")
     return 0
 
 
@@ -86,6 +89,8 @@ def register(sub: argparse._SubParsersAction, plots) -> None:
         default=5000,
         help="training images for the stage probes (0: none; default 5000)",
     )
-    b.add_argument("--out", help="folder for blocks.json/png (default: beside the checkpoint)")
+    b.add_argument(
+        "--out", help=f"folder for {names.BLOCKS_JSON}/png (default: beside the checkpoint)"
+    )
     b.add_argument("--json", action="store_true", help="print the report as JSON")
     b.set_defaults(func=cmd_blocks)

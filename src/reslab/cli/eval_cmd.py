@@ -13,6 +13,8 @@ from reslab.cli.engine_args import add_calibration_options, add_engine_option, e
 from reslab.data import load_dataset, make_loader
 from reslab.files import atomic_write_json, check_output_file
 from reslab.inference import class_names_of, restrict_class_index
+from reslab.runs import claim, run_inputs
+from reslab.runs import names as run_names
 from reslab.training import evaluate
 from reslab.training.plots import format_confusion, plot_confusion
 from reslab.weights import resolve_model, resolve_spec_path
@@ -40,7 +42,7 @@ def _class_index(args: argparse.Namespace, model, dataset) -> list[int] | None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.out:
-        check_output_file(args.out, inputs=[args.spec])
+        check_output_file(args.out, inputs=run_inputs(args.spec))
     if args.amp and args.engine != "eager":
         raise CliError("--amp is bf16 autocast on the eager model; use --engine bf16 instead")
     path = resolve_spec_path(args.spec)
@@ -72,11 +74,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
     else:
-        out = path.with_name("confusion.png") if path is not None else Path("confusion.png")
+        out = path.with_name(run_names.CONFUSION) if path is not None else Path(run_names.CONFUSION)
     plot_confusion(
         result.confusion,
         ds.class_names,
-        out,
+        claim(out),
         title=f"accuracy {result.accuracy:.4f} ({result.count} images)",
     )
     print(f"wrote {out}")
@@ -92,14 +94,15 @@ def _write_top_losses(n: int, model, loader, ds, class_index, confusion_png: Pat
     """The ``n`` most confidently wrong images as a grid (with the Grad-CAM of the predicted
     class) and a JSON list, beside the confusion matrix."""
     items = top_losses(model, loader, n, only_wrong=True, class_index=class_index)
-    png = confusion_png.with_name("top_losses.png")
+    png = confusion_png.with_name(run_names.TOP_LOSSES_PNG)
+    listing = confusion_png.with_name(run_names.TOP_LOSSES_JSON)
     records = top_losses_records(items, ds.class_names, getattr(ds, "paths", None))
-    atomic_write_json(png.with_suffix(".json"), records)
+    atomic_write_json(claim(listing), records)
     if items:
-        plot_top_losses(items, ds.class_names, png)
-        print(f"wrote {png} and {png.with_suffix('.json')} ({len(items)} wrong images)")
+        plot_top_losses(items, ds.class_names, claim(png))
+        print(f"wrote {png} and {listing} ({len(items)} wrong images)")
     else:
-        print(f"no wrong images: wrote an empty {png.with_suffix('.json')}")
+        print(f"no wrong images: wrote an empty {listing}")
 
 
 def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction) -> None:
@@ -132,6 +135,6 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
         type=positive_int,
         metavar="N",
         help="also save the N most confidently wrong images with their Grad-CAM "
-        "(top_losses.png/.json beside the confusion matrix)",
+        f"({run_names.TOP_LOSSES_PNG} and .json beside the confusion matrix)",
     )
     p.set_defaults(func=cmd_eval)

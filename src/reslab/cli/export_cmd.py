@@ -34,6 +34,7 @@ from reslab.inference.export import (
     max_abs_difference,
     to_torch_layers,
 )
+from reslab.runs import run_inputs
 from reslab.weights import resolve_model
 
 __all__ = ["register"]
@@ -112,11 +113,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.quantize and fmt != "onnx":
         raise CliError("--quantize int8 writes ONNX: use --format onnx")
     require_calibration(args, bool(args.quantize), "--quantize int8")
-    if args.out:
-        check_output_file(args.out, inputs=[args.spec])
+    out = Path(args.out) if args.out else _default_out(args.spec, fmt)
+    check_output_file(out, inputs=run_inputs(args.spec))
     model = to_torch_layers(resolve_model(args.spec)).eval()
     shipped = fold_batchnorm(model) if args.fold_bn else model
-    out = Path(args.out) if args.out else _default_out(args.spec, fmt)
     size = tuple(model.config.data.input_size)
     gen = torch.Generator().manual_seed(0)
     example = torch.rand(args.batch or 2, *size, generator=gen)

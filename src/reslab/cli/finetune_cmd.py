@@ -15,12 +15,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     given = config_fields_from_args(FinetuneConfig, args)
     cfg = finetune_resume_config(args.resume, given) if args.resume else FinetuneConfig(**given)
     m = run_finetune(cfg, resume=bool(args.resume))
-    epochs = ", ".join(f"{t:.1f}" for t in m["epoch_seconds"] if t is not None)
+    epochs = ", ".join(f"{t:.1f}" for t in m.epoch_seconds or [] if t is not None)
     print(
-        f"valid accuracy {m['valid_accuracy']:.4f}  loss {m['valid_loss']:.4f}  "
-        f"({m['train_images']} train / {m['valid_images']} valid images at {m['size']} px; "
-        f"epochs {epochs} s; total {m['wall_seconds']:.0f} s)"
-        + (f" -> {cfg.out}" if cfg.out else "")
+        f"valid accuracy {m.valid_accuracy:.4f}  loss {m.valid_loss:.4f}  "
+        f"({m.train_images} train / {m.valid_images} valid images at {m.size} px; "
+        f"epochs {epochs} s; total {m.wall_seconds:.0f} s)" + (f" -> {cfg.out}" if cfg.out else "")
     )
     return 0
 

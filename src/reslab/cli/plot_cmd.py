@@ -3,75 +3,53 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from reslab.analysis.region_demos import linear_demo, model_regions, vgg_demo
 from reslab.cli import CliError
 from reslab.cli.argtypes import count, finite_float, folder
 from reslab.files import check_output_dir, check_output_file
+from reslab.runs import History, claim, names, read_history, read_lr_find, run_inputs
 from reslab.training.plots import plot_history, plot_lr_find, plot_lr_schedule
 
 __all__ = ["register"]
 
 
-def _read_history(run: Path) -> dict:
-    path = run / "history.json"
-    if not path.is_file():
-        raise CliError(f"{run}: no history.json (is this a `reslab train` run folder?)")
-    data = _read_json(path)
-    epochs = data.get("history", [])
-    if not isinstance(epochs, list) or not all(
-        isinstance(row, dict) and isinstance(row.get("epoch"), int) for row in epochs
-    ):
-        raise CliError(f"{path}: 'history' is not a list of epochs (objects with an 'epoch')")
-    return data
-
-
-def _read_json(path: Path) -> dict:
-    """A JSON object from a run file; a one-line error for anything else."""
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CliError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise CliError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
-def _numbers(data: dict, key: str, path: Path) -> list[float]:
-    values = data.get(key)
-    if not isinstance(values, list) or not all(isinstance(v, (int, float)) for v in values):
-        raise CliError(f"{path}: {key!r} is not a list of numbers")
-    return values
+def _history(run: Path) -> History:
+    history = read_history(run)
+    if history is None:
+        raise CliError(f"{run}: no {names.HISTORY_JSON} (is this a `reslab train` run folder?)")
+    return history
 
 
 def cmd_plot_history(args: argparse.Namespace) -> int:
-    if args.out:
-        check_output_file(args.out)
     run = Path(args.run_dir)
-    data = _read_history(run)
-    out = plot_history(data.get("history", []), args.out or run / "curves.png", title=run.name)
+    if args.out:
+        check_output_file(args.out, inputs=run_inputs(run))
+    history = _history(run)
+    if not history.rows:
+        raise CliError(f"{run / names.HISTORY_JSON}: no epochs recorded")
+    out = plot_history(history.rows, claim(Path(args.out or run / names.CURVES)), title=run.name)
     print(f"wrote {out}")
     return 0
 
 
 def cmd_plot_lr(args: argparse.Namespace) -> int:
-    if args.out:
-        check_output_file(args.out)
     run = Path(args.run_dir)
-    finder = run / "lr_find.json"
-    if finder.is_file():
-        res = _read_json(finder)
-        lrs, losses = _numbers(res, "lrs", finder), _numbers(res, "losses", finder)
-        out = plot_lr_find(lrs, losses, res.get("suggestion"), args.out or run / "lr_find.png")
+    if args.out:
+        check_output_file(args.out, inputs=run_inputs(run))
+    finder = read_lr_find(run)
+    if finder is not None:
+        out = Path(args.out or run / names.LR_FIND_PNG)
+        out = plot_lr_find(finder.lrs, finder.losses, finder.suggestion, claim(out))
     else:
-        data = _read_history(run)
-        if not data.get("batch_lr"):
-            raise CliError(f"{run}: no lr_find.json and no recorded learning rates")
+        history = _history(run)
+        if not history.batch_lr:
+            raise CliError(f"{run}: no {names.LR_FIND_JSON} and no recorded learning rates")
         out = plot_lr_schedule(
-            data["batch_lr"], data.get("batches_per_epoch", 1), args.out or run / "lr_schedule.png"
-        )
+            history.batch_lr, history.batches_per_epoch or 1,
+            claim(Path(args.out or run / names.LR_SCHEDULE_PNG)),
+        )  # fmt: skip
     print(f"wrote {out}")
     return 0
 
@@ -101,11 +79,11 @@ def cmd_decision_regions(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction) -> None:
     p = plots.add_parser("history", help="training curves of a run folder")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--out", help="PNG to write (default RUN_DIR/curves.png)")
+    p.add_argument("--out", help=f"PNG to write (default RUN_DIR/{names.CURVES})")
     p.set_defaults(func=cmd_plot_history)
     p = plots.add_parser("lr", help="LR-finder curve (or the LR schedule) of a run folder")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--out", help="PNG to write (default RUN_DIR/lr_find.png)")
+    p.add_argument("--out", help=f"PNG to write (default RUN_DIR/{names.LR_FIND_PNG})")
     p.set_defaults(func=cmd_plot_lr)
     p = plots.add_parser(
         "decision-regions",

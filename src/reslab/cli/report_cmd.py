@@ -15,6 +15,7 @@ from reslab.cli.argtypes import count, device, positive_int
 from reslab.data import load_dataset
 from reslab.files import atomic_write_text, check_output_file
 from reslab.inference import class_names_of, restrict_class_index
+from reslab.runs import run_inputs
 from reslab.weights import resolve_model
 
 __all__ = ["register"]
@@ -59,13 +60,20 @@ def _model_report(args: argparse.Namespace) -> Path:
     return atomic_write_text(Path(args.out or f"report-{slug}.html"), html)
 
 
+def report_inputs(target: Path) -> list[Path]:
+    """Every file a report of ``target`` may read: a run's records; an experiment's recipe,
+    results, figures and its runs' records; or the model file."""
+    if not target.is_dir():
+        return run_inputs(target)
+    found = [p for p in target.rglob("*") if p.name != REPORT_NAME and not p.is_dir()]
+    return [*found, *run_inputs(target)]
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
         raise CliError(f"--device {args.device}: no CUDA GPU is visible to PyTorch here")
     if args.out:
-        target = Path(args.target)
-        inputs = [*target.iterdir()] if target.is_dir() else [target]
-        check_output_file(args.out, inputs=[p for p in inputs if p.name != REPORT_NAME])
+        check_output_file(args.out, inputs=report_inputs(Path(args.target)))
     if args.data:
         path = _model_report(args)
     elif args.restrict_classes or args.data_dir:

@@ -9,6 +9,7 @@ from reslab.analysis import write_report
 from reslab.cli import CliError
 from reslab.cli.options import add_config_options, config_fields_from_args
 from reslab.recipes import TrainConfig, resume_config, run_training
+from reslab.runs import names
 from reslab.training import TrainingDiverged, cleanup_distributed, dist_info
 
 __all__ = ["register"]
@@ -26,9 +27,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         cleanup_distributed()
     if rank == 0:
         print(
-            f"test accuracy {metrics['test_accuracy']:.4f}  loss {metrics['test_loss']:.4f}  "
-            f"({cfg.model} on {cfg.data}, {cfg.epochs} epochs, {metrics['wall_seconds']:.0f} s, "
-            f"{metrics['samples_per_s']} samples/s) -> {cfg.out}"
+            f"test accuracy {metrics.test_accuracy:.4f}  loss {metrics.test_loss:.4f}  "
+            f"({cfg.model} on {cfg.data}, {cfg.epochs} epochs, {metrics.wall_seconds:.0f} s, "
+            f"{metrics.samples_per_s} samples/s) -> {cfg.out}"
         )
         if cfg.report:
             _report(cfg.out, cfg.device)
@@ -47,9 +48,9 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
     p = sub.add_parser(
         "train",
         help="train a model on fashion-mnist, cifar10 or an image folder",
-        description="Train; writes model.safetensors, checkpoint, history.csv/json, curves.png, "
-        "metrics.json and report.html into --out, and prints the test accuracy. Under "
-        "torchrun, --bs is per process.",
+        description=f"Train; writes {names.MODEL}, the checkpoint, {names.HISTORY_CSV}/json, "
+        f"{names.CURVES}, {names.METRICS} and {names.REPORT} into --out, and prints the test "
+        "accuracy. Under torchrun, --bs is per process.",
     )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR exactly")
     add_config_options(p, TrainConfig)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from reslab.cli import CliError
+from reslab.files import check_output_file
 from reslab.weights import list_tags, weights_file
 from reslab.weights.convert import convert_tfjs_folder, fetch_keras_resnet50
 
@@ -29,6 +30,8 @@ def cmd_weights_fetch(args: argparse.Namespace) -> int:
     if args.what != "keras-resnet50":
         raise CliError(f"unknown weights {args.what!r}; expected keras-resnet50")
     kwargs = {"sha256": args.sha256} if args.sha256 else {}
+    if args.out:
+        check_output_file(args.out, inputs=[args.from_tgz] if args.from_tgz else [])
     out = fetch_keras_resnet50(args.from_tgz, dest=args.out, **kwargs)
     print(f"wrote {out}; use it as resnet50_v1@keras-imagenet" if not args.out else f"wrote {out}")
     return 0
@@ -54,6 +57,8 @@ def cmd_weights_convert(args: argparse.Namespace) -> int:
     folder = Path(args.folder)
     if not folder.is_dir():
         raise CliError(f"{folder}: no such folder")
+    inputs = [p for p in folder.iterdir() if p.is_file()] + ([args.labels] if args.labels else [])
+    check_output_file(args.out, inputs=inputs)
     names = None
     if args.labels:
         names = _read_labels(Path(args.labels))

@@ -6,10 +6,13 @@ and it imports nothing from reslab.
 
 from reslab.files.archive import extract_archive
 from reslab.files.atomic import (
+    NotAFileError,
     atomic_write,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    check_replaceable,
+    file_kind,
     fsync_dir,
     is_temp_file,
     sweep_temp_files,
@@ -18,7 +21,7 @@ from reslab.files.cache import CACHE_ENV, cache_dir
 from reslab.files.digest import file_digest, file_sha256
 from reslab.files.download import DownloadError, download
 from reslab.files.jsonable import to_jsonable
-from reslab.files.lock import FolderBusy, FolderLock
+from reslab.files.lock import FolderBusy, FolderLock, FolderLockError
 from reslab.files.paths import OutputPathError, check_output_dir, check_output_file
 
 __all__ = [
@@ -26,17 +29,21 @@ __all__ = [
     "DownloadError",
     "FolderBusy",
     "FolderLock",
+    "FolderLockError",
+    "NotAFileError",
     "OutputPathError",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
     "cache_dir",
+    "check_replaceable",
     "check_output_dir",
     "check_output_file",
     "download",
     "extract_archive",
     "file_digest",
+    "file_kind",
     "file_sha256",
     "fsync_dir",
     "is_temp_file",

@@ -2,31 +2,42 @@
 
 ``atomic_write(path, write)`` gives ``write`` a fresh temporary path in the same folder, then
 fsyncs the file, renames it onto ``path`` (the commit) and fsyncs the folder, so the rename
-itself survives a power cut. Temporary files are named ``.<name>.<random>.tmp``; a writer that
-was killed leaves one behind, and :func:`sweep_temp_files` removes them when the folder's
-single writer opens it again.
+itself survives a power cut. Temporary files are named ``.<name>.<8 hex digits>.tmp``; a
+writer that was killed leaves one behind, and :func:`sweep_temp_files` removes exactly such
+names (no other hidden file) when the folder's single writer opens it again.
+
+The target is replaced, never written through: a link at ``path`` is replaced by the new file
+(its target is left alone), and a target that is not a regular file or a link (a device, a
+FIFO, a socket, a folder) is refused.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "NotAFileError",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "check_replaceable",
+    "file_kind",
     "fsync_dir",
     "is_temp_file",
     "sweep_temp_files",
 ]
 
 TEMP_SUFFIX = ".tmp"
+TEMP_HEX_DIGITS = 8  # secrets.token_hex(4)
+_TEMP_NAME = re.compile(rf"^\..+\.[0-9a-f]{{{TEMP_HEX_DIGITS}}}\.tmp$")
 
 
 def _file_mode() -> int:
@@ -60,13 +71,40 @@ def fsync_dir(folder: str | Path) -> None:
 
 
 def _temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    return path.with_name(f".{path.name}.{secrets.token_hex(TEMP_HEX_DIGITS // 2)}{TEMP_SUFFIX}")
 
 
 def is_temp_file(path: str | Path) -> bool:
-    """Whether ``path`` is the name of an atomic writer's temporary file."""
-    name = Path(path).name
-    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+    """Whether ``path`` is named as the atomic writer names its temporary files."""
+    return _TEMP_NAME.match(Path(path).name) is not None
+
+
+class NotAFileError(OSError):
+    """An output target that exists and is not a regular file (a device, FIFO, socket or
+    folder): it is never replaced."""
+
+
+def check_replaceable(path: str | Path) -> None:
+    """Raise :class:`NotAFileError` when ``path`` exists and is neither a regular file nor a
+    link (a link is replaced, not followed)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise NotAFileError(
+            f"{path}: exists and is not a regular file ({file_kind(mode)}); not replaced"
+        )
+
+
+def file_kind(mode: int) -> str:
+    """What ``mode`` (from ``os.stat``) is, in words."""
+    kinds = (
+        (stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a link"), (stat.S_ISREG, "a file"),
+    )  # fmt: skip
+    return next((name for test, name in kinds if test(mode)), "not a file")
 
 
 def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
@@ -80,6 +118,7 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
     The file gets the mode a plain ``open()`` would give it (0666 minus the umask).
     """
     path = Path(path)
+    check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_path(path)
     os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
@@ -88,6 +127,7 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
         os.chmod(tmp, _file_mode())
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        check_replaceable(path)  # again: it may have appeared while ``write`` ran
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -122,7 +162,7 @@ def sweep_temp_files(folder: str | Path) -> list[Path]:
         return []
     removed = []
     for entry in folder.iterdir():
-        if entry.is_file() and is_temp_file(entry):
+        if is_temp_file(entry) and stat.S_ISREG(os.lstat(entry).st_mode):
             entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed

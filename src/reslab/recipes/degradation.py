@@ -11,21 +11,15 @@ and ``degradation.png``.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from reslab.models import list_models
-from reslab.recipes.degradation_results import collect_results, write_results
-from reslab.recipes.experiment import (
-    ExperimentRun,
-    open_experiment,
-    train_runs,
-    write_manifest,
-)
+from reslab.recipes.degradation_results import FIGURE, collect_results, write_results
+from reslab.recipes.experiment import ExperimentRun, open_experiment, train_runs
 from reslab.recipes.options import check_options, option
 from reslab.recipes.train_config import TrainConfig
+from reslab.runs import names, write_manifest
 
 __all__ = ["ARMS", "BUDGETS", "DegradationConfig", "degradation_runs", "run_degradation"]
 
@@ -198,22 +192,18 @@ def run_degradation(cfg: DegradationConfig) -> dict[str, Any]:
     return the results."""
     recipe = cfg.recipe()
     runs = degradation_runs(cfg)  # a bad option fails here, before the folder is touched
-    with open_experiment(cfg.out, recipe) as folder:
-        finished = [(run, metrics) for run, metrics in train_runs(folder, runs)]
-        results = collect_results(folder, recipe, finished)
-        write_results(Path(folder), results)
+    with open_experiment(cfg.out, recipe, runs) as exp:
+        folder = exp.path
+        finished = [(run, metrics) for run, metrics in train_runs(exp, runs)]
+        results = collect_results(exp, recipe, finished)
+        write_results(folder, results)
         write_manifest(
             folder,
             "The degradation experiment: plain vs residual networks",
             __doc__.split("\n\n")[0].replace("\n", " "),
-            figures=[{"file": "degradation.png", "caption": "training (dashed, clean) and "
+            figures=[{"file": FIGURE, "caption": "training (dashed, clean) and "
                       "test (bold) error per epoch; one colour per depth"}],
-            tables=[{"file": "results.md", "title": "Results"}],
+            tables=[{"file": names.RESULTS_MD, "title": "Results"}],
             facts=recipe,
         )  # fmt: skip
     return results
-
-
-def config_from_dict(data: dict[str, Any]) -> DegradationConfig:
-    names = {f.name for f in dataclasses.fields(DegradationConfig)}
-    return DegradationConfig(**{k: v for k, v in data.items() if k in names})

@@ -3,15 +3,24 @@ the published numbers) and ``degradation.png`` in the style of the paper's Fig. 
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from reslab.files import atomic_write, atomic_write_json, atomic_write_text
+from reslab.files import atomic_write, atomic_write_text
+from reslab.runs import (
+    ExperimentFolder,
+    RunFileError,
+    TrainMetrics,
+    names,
+    read_history,
+    write_results_json,
+)
 
-__all__ = ["collect_results", "plot_degradation", "results_markdown", "write_results"]
+__all__ = ["FIGURE", "collect_results", "plot_degradation", "results_markdown", "write_results"]
+
+FIGURE = "degradation.png"  # the experiment's figure (the paper's Fig. 6)
 
 # CIFAR-10 test error (%) of the residual networks: He et al. 2015, Table 6, and a faithful
 # PyTorch reproduction (github.com/akamaster/pytorch_resnet_cifar10, its README's table).
@@ -24,8 +33,11 @@ def _error(row: dict[str, Any], key: str) -> float | None:
     return None if value is None else 1.0 - float(value)
 
 
-def _run_entry(folder: Path, run, metrics: dict[str, Any]) -> dict[str, Any]:
-    history = json.loads((folder / "runs" / run.name / "history.json").read_text())["history"]
+def _run_entry(exp: ExperimentFolder, run, metrics: TrainMetrics) -> dict[str, Any]:
+    folder = exp.run(run.name).path
+    history = read_history(folder)
+    if history is None:
+        raise RunFileError(f"{folder / names.HISTORY_JSON}: missing (the run's per-epoch errors)")
     rows = [
         {
             "epoch": row["epoch"],
@@ -33,15 +45,15 @@ def _run_entry(folder: Path, run, metrics: dict[str, Any]) -> dict[str, Any]:
             "running_train_error": _error(row, "train_accuracy"),
             "test_error": _error(row, "accuracy"),
         }
-        for row in history
+        for row in history.rows
     ]
     return {
         **run.labels,
         "model": run.config.model,
         "final_train_error": rows[-1]["train_error"] if rows else None,
         "final_running_train_error": rows[-1]["running_train_error"] if rows else None,
-        "final_test_error": 1.0 - float(metrics["test_accuracy"]),
-        "train_seconds": metrics.get("train_seconds"),
+        "final_test_error": 1.0 - float(metrics.test_accuracy),
+        "train_seconds": metrics.train_seconds,
         "history": rows,
     }
 
@@ -68,9 +80,9 @@ def _summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def collect_results(folder: Path, recipe: dict[str, Any], finished) -> dict[str, Any]:
+def collect_results(exp: ExperimentFolder, recipe: dict[str, Any], finished) -> dict[str, Any]:
     """``{"data", "recipe", "runs": [...], "summary": [...]}``, errors as fractions."""
-    runs = [_run_entry(Path(folder), run, metrics) for run, metrics in finished]
+    runs = [_run_entry(exp, run, metrics) for run, metrics in finished]
     return {"data": recipe["data"], "recipe": recipe, "runs": runs, "summary": _summary(runs)}
 
 
@@ -170,6 +182,6 @@ def _mean_curve(runs: list[dict[str, Any]], key: str) -> tuple[list[int], list[f
 
 
 def write_results(folder: Path, results: dict[str, Any]) -> None:
-    atomic_write_json(folder / "results.json", results)
-    atomic_write_text(folder / "results.md", results_markdown(results))
-    plot_degradation(results, folder / "degradation.png")
+    write_results_json(folder, results)
+    atomic_write_text(folder / names.RESULTS_MD, results_markdown(results))
+    plot_degradation(results, folder / FIGURE)

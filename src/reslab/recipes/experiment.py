@@ -1,31 +1,29 @@
 """An experiment is a recipe over runs: ordinary ``reslab train`` run folders under
-``DIR/runs/<name>/``, one shared recipe stored in ``DIR/recipe.json``.
+``DIR/runs/<name>/``, one shared recipe stored in the folder (:mod:`reslab.runs`).
 
 Running the same experiment again skips the finished runs, resumes a killed one from its last
-checkpoint (a kill loses at most the epoch in progress) and starts the missing ones. A changed
-recipe on an existing folder is refused: the runs of one folder are comparable because they
-share everything but what the experiment varies.
+checkpoint (a kill loses at most the epoch in progress) and starts the missing ones. Only runs
+of this recipe are skipped, resumed or reported: a changed recipe on an existing folder is
+refused, and so is a run folder whose own config differs from what this recipe would train
+(trained by another recipe, or replaced by hand) — whether or not the recipe file is still
+there. The experiment holds every run folder's lock while it runs.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from reslab.files import FolderLock, atomic_write_json, check_output_dir, sweep_temp_files
 from reslab.recipes.run import RunFolderError
-from reslab.recipes.train import resume_config, run_training
+from reslab.recipes.train import RUNTIME_OPTIONS, resume_config, run_training
 from reslab.recipes.train_config import TrainConfig
+from reslab.runs import ExperimentFolder, RunFolder, TrainMetrics, read_config, read_metrics
 
-__all__ = ["ExperimentRun", "open_experiment", "run_state", "train_runs", "write_manifest"]
+__all__ = ["ExperimentRun", "config_changes", "open_experiment", "train_runs"]
 
-RECIPE_FILE = "recipe.json"
-# What `reslab report` shows of an experiment folder (see reslab.analysis.report.experiment).
-MANIFEST_FILE = "experiment.json"
+# Options that never make two runs different: where the run is, and how to treat its folder.
+NOT_RECIPE = (*RUNTIME_OPTIONS, "out", "overwrite", "data_dir")
 
 
 @dataclass(frozen=True)
@@ -38,103 +36,82 @@ class ExperimentRun:
     labels: dict[str, Any]
 
 
-def run_state(folder: Path) -> str:
-    """``finished``, ``partial`` (has a checkpoint), ``started`` (killed before its first
-    checkpoint) or ``new``."""
-    if (folder / "metrics.json").is_file() and (folder / "model.safetensors").is_file():
-        return "finished"
-    if (folder / "checkpoint.safetensors").is_file():
-        return "partial"
-    return "started" if folder.is_dir() and any(folder.iterdir()) else "new"
+def config_changes(saved: dict[str, Any], expected: TrainConfig) -> list[str]:
+    """The options in which a run's ``saved`` config differs from ``expected`` (runtime and
+    location options aside; mixed precision left to the machine matches either choice)."""
+    want = {k: v for k, v in expected.to_dict().items() if k not in NOT_RECIPE}
+    if want.get("amp") is None:
+        want.pop("amp", None)
+    return sorted(k for k, v in want.items() if saved.get(k) != v)
 
 
-def _check_recipe(folder: Path, recipe: dict[str, Any]) -> None:
-    path = folder / RECIPE_FILE
-    if not path.is_file():
-        atomic_write_json(path, recipe)
+def open_experiment(
+    folder: str, recipe: dict[str, Any], runs: Sequence[ExperimentRun]
+) -> ExperimentFolder:
+    """The experiment folder, to use in a ``with`` statement: it holds the folder's lock and
+    every run's lock, with the recipe checked (or stored)."""
+    return ExperimentFolder(folder, recipe, [run.name for run in runs])
+
+
+def _saved_config(folder: RunFolder, state: str) -> dict[str, Any] | None:
+    config = read_config(folder.path)
+    if config is not None:
+        return config.options
+    if state == "partial":
+        return resume_config(folder.path).to_dict()
+    return None
+
+
+def _check_run(folder: RunFolder, run: ExperimentRun, state: str) -> None:
+    """Refuse a run folder that is not this recipe's run."""
+    if state == "foreign":
+        raise RunFolderError(f"{folder.path}: holds files reslab did not write; move them away")
+    if state not in ("finished", "partial"):
         return
-    saved = json.loads(path.read_text())
-    changed = sorted(k for k in set(saved) | set(recipe) if saved.get(k) != recipe.get(k))
+    saved = _saved_config(folder, state)
+    if saved is None:
+        raise RunFolderError(
+            f"{folder.path}: a finished run without its config; cannot tell its recipe"
+        )
+    changed = config_changes(saved, run.config)
     if changed:
         raise RunFolderError(
-            f"{folder} holds an experiment with another recipe (changed: {', '.join(changed)}); "
-            "use another folder, or the same options to continue it"
+            f"{folder.path}: trained with another recipe (differs in: {', '.join(changed)}); "
+            "use another experiment folder, or remove that run"
         )
 
 
-class open_experiment:  # noqa: N801 - used as a context manager, like open()
-    """Hold the experiment folder's lock, check (or store) its recipe; ``with`` statement."""
-
-    def __init__(self, folder: str | Path, recipe: dict[str, Any]) -> None:
-        self.folder = check_output_dir(folder)
-        self.recipe = recipe
-        self.lock: FolderLock | None = None
-
-    def __enter__(self) -> Path:
-        self.lock = FolderLock(self.folder)
-        try:
-            sweep_temp_files(self.folder)
-            _check_recipe(self.folder, self.recipe)
-        except BaseException:
-            self.lock.release()
-            raise
-        return self.folder
-
-    def __exit__(self, *exc: object) -> None:
-        if self.lock is not None:
-            self.lock.release()
-
-
-def write_manifest(
-    folder: Path,
-    title: str,
-    description: str,
-    *,
-    figures: Sequence[dict[str, str]],
-    tables: Sequence[dict[str, str]],
-    facts: dict[str, Any],
-) -> Path:
-    """``experiment.json``: the title, text, figures and result tables of the folder, for
-    ``reslab report``."""
-    manifest = {
-        "version": 1,
-        "title": title,
-        "description": description,
-        "command": ["reslab", *sys.argv[1:]] if sys.argv[1:] else "reslab",
-        "figures": list(figures),
-        "tables": list(tables),
-        "facts": {
-            k: v if isinstance(v, (str, int, float, bool)) else json.dumps(v)
-            for k, v in facts.items()
-        },  # fmt: skip
-    }
-    return atomic_write_json(folder / MANIFEST_FILE, manifest)
-
-
 def train_runs(
-    folder: Path,
+    exp: ExperimentFolder,
     runs: Sequence[ExperimentRun],
     *,
     say: Callable[[str], None] = print,
-) -> Iterator[tuple[ExperimentRun, dict[str, Any]]]:
+) -> Iterator[tuple[ExperimentRun, TrainMetrics]]:
     """Train every run that is not finished (resuming partial ones); yield each run with its
-    metrics, in order."""
+    metrics, in order. Every existing run is checked against the recipe first."""
+    states = {run.name: exp.run(run.name).state() for run in runs}
+    for run in runs:
+        _check_run(exp.run(run.name), run, states[run.name])
+    exp.save_recipe()
     for i, run in enumerate(runs, 1):
-        out = folder / "runs" / run.name
-        state = run_state(out)
+        folder, state = exp.run(run.name), states[run.name]
         tag = f"[{i}/{len(runs)}] {run.name}"
+        lock = exp.locks.get(run.name)
         if state == "finished":
             say(f"{tag}: finished earlier, skipped")
-            yield run, json.loads((out / "metrics.json").read_text())
+            metrics = read_metrics(folder.path)
+            if not isinstance(metrics, TrainMetrics):
+                raise RunFolderError(f"{folder.path}: not a training run's metrics")
+            yield run, metrics
             continue
         if state == "partial":
             say(f"{tag}: resuming from its last checkpoint")
             runtime = {"device": run.config.device, "threads": run.config.threads}
-            metrics = run_training(resume_config(out, runtime), resume=True)
+            metrics = run_training(resume_config(folder.path, runtime), resume=True, lock=lock)
         else:
             say(f"{tag}: training")
             cfg = TrainConfig.from_dict(
-                {**run.config.to_dict(), "out": str(out), "overwrite": state == "started"}
+                {**run.config.to_dict(), "out": str(folder.path), "overwrite": state == "started"}
             )
-            metrics = run_training(cfg)
+            metrics = run_training(cfg, lock=lock)
         yield run, metrics

@@ -10,21 +10,24 @@ parameters, accuracy, seconds) and the LR-finder curves of all models in one fig
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reslab.files import atomic_write, atomic_write_json, atomic_write_text
+from reslab.files import atomic_write, atomic_write_text
 from reslab.models.profile import count_params
-from reslab.recipes.experiment import (
-    ExperimentRun,
-    open_experiment,
-    train_runs,
-    write_manifest,
-)
+from reslab.recipes.experiment import ExperimentRun, open_experiment, train_runs
 from reslab.recipes.options import check_options, option
 from reslab.recipes.train_config import TrainConfig
+from reslab.runs import (
+    ExperimentFolder,
+    RunFileError,
+    TrainMetrics,
+    names,
+    read_lr_find,
+    write_manifest,
+    write_results_json,
+)
 from reslab.weights import load_checkpoint
 
 __all__ = ["FASTBOOK_BUDGETS", "FastbookConfig", "fastbook_runs", "run_fastbook"]
@@ -47,6 +50,7 @@ FASTBOOK_BUDGETS: dict[str, list[tuple[str, int, int]]] = {
         ("xresnet18", 64, 5),
     ],
 }
+LR_FINDS_PNG = "lr_find.png"  # the experiment's figure: every model's LR finder
 # Published reference: the Imagenette leaderboard, 128 px, 5 epochs (github.com/fastai/imagenette).
 LEADERBOARD_128_5 = 85.77
 
@@ -116,18 +120,19 @@ def fastbook_runs(cfg: FastbookConfig) -> list[ExperimentRun]:
     return runs
 
 
-def _row(folder: Path, run: ExperimentRun, metrics: dict[str, Any]) -> dict[str, Any]:
-    lr_find = json.loads((folder / "runs" / run.name / "lr_find.json").read_text())
+def _row(exp: ExperimentFolder, run: ExperimentRun, metrics: TrainMetrics) -> dict[str, Any]:
+    folder = exp.run(run.name)
+    lr_find = read_lr_find(folder.path)
+    if lr_find is None or lr_find.suggestion is None:
+        raise RunFileError(f"{folder.path / names.LR_FIND_JSON}: missing, or without a suggestion")
     return {
         **run.labels,
-        "parameters": count_params(
-            load_checkpoint(folder / "runs" / run.name / "model.safetensors")
-        ),
+        "parameters": count_params(load_checkpoint(folder.path / names.MODEL)),
         "epochs": run.config.epochs,
-        "accuracy": metrics["test_accuracy"],
-        "seconds": metrics["wall_seconds"],
-        "lr": lr_find["suggestion"],
-        "lr_find": {"lrs": lr_find["lrs"], "losses": lr_find["losses"]},
+        "accuracy": metrics.test_accuracy,
+        "seconds": metrics.wall_seconds,
+        "lr": lr_find.suggestion,
+        "lr_find": {"lrs": lr_find.lrs, "losses": lr_find.losses},
     }
 
 
@@ -176,18 +181,19 @@ def plot_lr_finds(results: dict[str, Any], path: Path) -> Path:
 def run_fastbook(cfg: FastbookConfig) -> dict[str, Any]:
     recipe = cfg.recipe()
     runs = fastbook_runs(cfg)  # a bad option fails here, before the folder is touched
-    with open_experiment(cfg.out, recipe) as folder:
-        rows = [_row(folder, run, m) for run, m in train_runs(folder, runs)]
+    with open_experiment(cfg.out, recipe, runs) as exp:
+        folder = exp.path
+        rows = [_row(exp, run, m) for run, m in train_runs(exp, runs)]
         results = {"data": cfg.data, "recipe": recipe, "runs": rows}
-        atomic_write_json(folder / "results.json", results)
-        atomic_write_text(folder / "results.md", results_markdown(results))
-        plot_lr_finds(results, folder / "lr_find.png")
+        write_results_json(folder, results)
+        atomic_write_text(folder / names.RESULTS_MD, results_markdown(results))
+        plot_lr_finds(results, folder / LR_FINDS_PNG)
         write_manifest(
             folder,
             "fastbook chapter 14 on Imagenette",
             "From a plain CNN to a ResNet, each model trained with lr_find and fit_one_cycle.",
-            figures=[{"file": "lr_find.png", "caption": "the LR finder of each model"}],
-            tables=[{"file": "results.md", "title": "Models"}],
+            figures=[{"file": LR_FINDS_PNG, "caption": "the LR finder of each model"}],
+            tables=[{"file": names.RESULTS_MD, "title": "Models"}],
             facts={k: v for k, v in recipe.items() if k != "steps"},
         )
     return results

@@ -1,8 +1,9 @@
 """``reslab finetune`` as a library call: pretrained model → new head → frozen/unfrozen training.
 
-Every flag is a :class:`FinetuneConfig` field. The run writes ``model.safetensors`` (weights,
-config, class names, metrics), ``config.json``, ``metrics.json`` and ``history.json`` into
-``out``. It shares :func:`~reslab.recipes.run.open_run` with ``reslab train``.
+Every flag is a :class:`FinetuneConfig` field. The run writes the final model (weights,
+config, class names, metrics), its config, metrics and history into ``out`` (names in
+:mod:`reslab.runs.names`). It shares :func:`~reslab.recipes.run.open_run` with
+``reslab train``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from reslab.recipes.finetune_config import FinetuneConfig
 from reslab.recipes.options import option_specs
 from reslab.recipes.run import Run, open_run, saved_run_config
 from reslab.recipes.train import subset
+from reslab.runs import FinetuneMetrics, History, names, write_history, write_metrics
 from reslab.training import Callback, Learner, SaveCheckpoint
 from reslab.transfer import (
     FeatureLoader,
@@ -84,7 +86,7 @@ def finetune_resume_config(
 
 def run_finetune(
     cfg: FinetuneConfig, *, resume: bool = False, extra_cbs: tuple[Callback, ...] = ()
-) -> dict[str, Any]:
+) -> FinetuneMetrics:
     """Fine-tune as configured; write the run folder (when ``cfg.out``); return metrics.
 
     With ``resume`` the run continues from ``cfg.out``'s last checkpoint (written after every
@@ -94,8 +96,9 @@ def run_finetune(
         raise ValueError("--resume needs a run folder trained without --cache-features")
     existing = "resume" if resume else "overwrite" if cfg.overwrite else "refuse"
     with open_run(
-        cfg.out, seed=cfg.seed, device=cfg.device, threads=cfg.threads, existing=existing
-    ) as run:
+        cfg.out, seed=cfg.seed, device=cfg.device, threads=cfg.threads, existing=existing,
+        recipe="finetune",
+    ) as run:  # fmt: skip
         train_ds, valid_ds = _datasets(cfg)
         model, transform, size = prepare_model(cfg, train_ds, run.device)
         if cfg.schedule != "fine-tune":
@@ -120,7 +123,9 @@ def run_finetune(
                 meta = {"finetune_config": cfg.to_dict()}
                 learn.add_cbs([SaveCheckpoint(run.out, cfg.save_every, extra=meta)])
         learn.add_cbs(extra_cbs)
-        run.write_json("config.json", cfg.to_dict())
+        if cfg.out:
+            run.begin()  # every input is checked: only now may --overwrite replace the old run
+            run.write_config(cfg.to_dict())
         _fit(learn, cfg, run.out if resume else None)
         metrics = _metrics(learn, run, train_ds, valid_ds, size, extra)
         if run.writes:
@@ -153,21 +158,23 @@ def _fit(learn: Learner, cfg: FinetuneConfig, resume: Path | None) -> None:
         learn.fit(cfg.epochs, cfg.peak_lr)
 
 
-def _metrics(learn: Learner, run: Run, train_ds, valid_ds, size: int, extra: dict) -> dict:
+def _metrics(
+    learn: Learner, run: Run, train_ds, valid_ds, size: int, extra: dict
+) -> FinetuneMetrics:
     history = learn.recorder.history
     valid = history[-1] if history else learn.validate()
-    return {
-        "valid_accuracy": valid.get("accuracy"),
-        "valid_loss": valid.get("valid_loss"),
-        "epoch_seconds": [row.get("time") for row in history],
-        "wall_seconds": round(run.seconds(), 2),
-        "train_images": len(train_ds),
-        "valid_images": len(valid_ds),
-        "size": size,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        **extra,
-    }
+    return FinetuneMetrics(
+        valid_accuracy=valid.get("accuracy"),
+        valid_loss=valid.get("valid_loss"),
+        epoch_seconds=[row.get("time") for row in history],
+        wall_seconds=round(run.seconds(), 2),
+        train_images=len(train_ds),
+        valid_images=len(valid_ds),
+        size=size,
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        feature_seconds=extra.get("feature_seconds"),
+    )
 
 
 def _feature_meta(cfg: FinetuneConfig, model: ResNet, split: str, ds) -> dict[str, Any]:
@@ -215,12 +222,14 @@ def _cached_learner(
     return learn, {"feature_seconds": round(feature_seconds, 2)}
 
 
-def _write_outputs(cfg: FinetuneConfig, run: Run, model: ResNet, metrics: dict, history) -> None:
+def _write_outputs(
+    cfg: FinetuneConfig, run: Run, model: ResNet, metrics: FinetuneMetrics, history
+) -> None:
     save_checkpoint(
-        run.path("model.safetensors"),
+        run.output(names.MODEL),
         model,
         finetune_config=cfg.to_dict(),
-        metrics={k: metrics[k] for k in ("valid_accuracy", "valid_loss")},
+        metrics={"valid_accuracy": metrics.valid_accuracy, "valid_loss": metrics.valid_loss},
     )
-    run.write_json("metrics.json", metrics)
-    run.write_json("history.json", {"history": history})
+    write_metrics(run.out, metrics)
+    write_history(run.out, History(list(history)))

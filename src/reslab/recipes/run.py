@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import os
 import random
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -24,46 +22,29 @@ from typing import Any
 import numpy as np
 import torch
 
-from reslab.files import (
-    FolderLock,
-    atomic_write_json,
-    atomic_write_text,
-    check_output_dir,
-    is_temp_file,
-    sweep_temp_files,
+from reslab.files import FolderLock, check_output_dir, sweep_temp_files
+from reslab.runs import (
+    EXISTING,
+    Invocation,
+    RunFolder,
+    RunFolderError,
+    append_invocation,
+    claim,
+    names,
+    write_config,
 )
-from reslab.training import (
-    CHECKPOINT_NAME,
-    DistContext,
-    init_distributed,
-    read_checkpoint_meta,
-)
+from reslab.training import DistContext, init_distributed, read_checkpoint_meta
 from reslab.version import __version__, git_commit
 
 __all__ = [
-    "COMMAND_FILE",
     "EXISTING",
-    "RUN_FILES",
     "RunFolderError",
     "Run",
     "open_run",
-    "prepare_run_folder",
     "record_command",
     "seed_everything",
     "set_kernel_policy",
 ]
-
-# What to do with a run folder that already holds a run: refuse (a new run), continue it
-# (resume), or replace the previous run's files (overwrite).
-EXISTING = ("refuse", "resume", "overwrite")
-# The files (glob patterns) reslab runs write; --overwrite removes these and nothing else.
-RUN_FILES = (
-    "config.json", "metrics.json", "history.csv", "history.json", "curves.png",
-    "lr_find.json", "lr_find.png", "model.safetensors", "checkpoint.safetensors",
-    "checkpoint.train_state-*.pt", "confusion.png", "report.html", "top_losses.png",
-    "top_losses.json", "tensorboard", "command.json",
-)  # fmt: skip
-IGNORED = (".lock", "command.json")  # a folder holding only these has no run in it
 
 
 def saved_run_config(
@@ -76,9 +57,9 @@ def saved_run_config(
     ``runtime`` options among ``changes`` applied (speed and display); any other change is
     refused: a resume continues the same run."""
     run = Path(run_dir)
-    ckpt = run / CHECKPOINT_NAME if run.is_dir() else run
+    ckpt = run / names.CHECKPOINT if run.is_dir() else run
     if not ckpt.is_file():
-        raise FileNotFoundError(f"{run_dir}: no {CHECKPOINT_NAME} to resume from")
+        raise FileNotFoundError(f"{run_dir}: no {names.CHECKPOINT} to resume from")
     saved = read_checkpoint_meta(ckpt).get(key)
     if not saved:
         raise ValueError(f"{ckpt}: not written by this command (no {key})")
@@ -90,39 +71,6 @@ def saved_run_config(
         raise ValueError(f"--resume continues the saved run; cannot change: {', '.join(changed)}")
     merged = {**saved, **{k: v for k, v in changes.items() if k in runtime}}
     return {**merged, "out": str(ckpt.parent)}
-
-
-class RunFolderError(ValueError):
-    """A run folder that cannot be used as asked (it holds a run, or no run to resume)."""
-
-
-def prepare_run_folder(folder: Path, existing: str) -> None:
-    """Apply the ``existing`` policy to ``folder`` (call it while holding its lock).
-
-    ``refuse``: the folder must be empty (a new run never mixes with an old one);
-    ``resume``: it must hold a checkpoint; ``overwrite``: the previous run's files are removed
-    (only reslab's own run files: anything else in the folder is left alone).
-    """
-    if existing not in EXISTING:
-        raise ValueError(f"existing must be one of {', '.join(EXISTING)}, got {existing!r}")
-    entries = [p for p in folder.iterdir() if p.name not in IGNORED and not is_temp_file(p)]
-    if existing == "resume":
-        if not (folder / "checkpoint.safetensors").is_file():
-            raise RunFolderError(f"{folder}: no checkpoint.safetensors to resume from")
-    elif existing == "overwrite":
-        for pattern in RUN_FILES:
-            for path in folder.glob(pattern):
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-    elif entries:
-        resumable = (folder / "checkpoint.safetensors").is_file()  # else --resume cannot help
-        raise RunFolderError(
-            f"{folder}: holds a previous run ({len(entries)} entries); "
-            + ("use --resume to continue it or " if resumable else "use another --out or ")
-            + "--overwrite to replace it"
-        )
-
-
-COMMAND_FILE = "command.json"
 
 
 def seed_everything(seed: int) -> None:
@@ -145,30 +93,24 @@ def set_kernel_policy(deterministic: bool, device: torch.device) -> None:
 
 
 def record_command(folder: Path, dist: DistContext) -> Path:
-    """Append how this process was started to ``folder/command.json`` (``{"invocations":
-    [...]}``, one entry per start, so a resumed run keeps its history): the command line,
-    the time (UTC), reslab's version and git commit, torch, the device and process count."""
-    path = folder / COMMAND_FILE
-    try:
-        invocations = json.loads(path.read_text())["invocations"]
-        invocations = invocations if isinstance(invocations, list) else []
-    except (OSError, ValueError, KeyError, TypeError):
-        invocations = []
+    """Append how this process was started to the run's command log (one entry per start, so
+    a resumed run keeps its history): the command line, the time (UTC), reslab's version and
+    git commit, torch, the device and process count."""
     started = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
     # `python -m pkg` puts pkg/__main__.py in argv[0]; a script or entry point its path.
     argv = (
         ["python", "-m", started.parent.name] if started.name == "__main__.py" else [started.name]
     )
-    entry = {
-        "argv": argv + sys.argv[1:],
-        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "reslab": __version__,
-        "git_commit": git_commit(),
-        "torch": torch.__version__,
-        "device": str(dist.device),
-        "world_size": dist.world_size,
-    }
-    return atomic_write_json(path, {"invocations": [*invocations, entry]})
+    entry = Invocation(
+        argv=argv + sys.argv[1:],
+        time=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        reslab=__version__,
+        git_commit=git_commit(),
+        torch=torch.__version__,
+        device=str(dist.device),
+        world_size=dist.world_size,
+    )
+    return append_invocation(folder, entry)
 
 
 @dataclass
@@ -178,12 +120,18 @@ class Run:
     Attributes:
         out: the run folder (None: a run that writes nothing).
         dist: rank, world size and device (``torchrun`` or a single process).
+        recipe: ``train`` or ``finetune`` (recorded in the folder's ledger).
+        existing: the policy the folder was opened with (``refuse``, ``resume``,
+            ``overwrite``).
         started: ``time.perf_counter()`` when the run opened.
     """
 
     out: Path | None
     dist: DistContext
+    recipe: str = "train"
+    existing: str = "refuse"
     started: float = field(default_factory=time.perf_counter)
+    begun: bool = False
 
     @property
     def device(self) -> torch.device:
@@ -197,22 +145,34 @@ class Run:
         """Wall-clock seconds since the run opened."""
         return time.perf_counter() - self.started
 
-    def path(self, name: str) -> Path:
-        if self.out is None:
-            raise ValueError("this run has no output folder")
-        return self.out / name
-
-    def write_json(self, name: str, value: Any) -> Path | None:
-        """Write ``value`` as ``out/name`` (main process only, atomically)."""
-        return atomic_write_json(self.path(name), value) if self.writes else None
-
-    def write_text(self, name: str, text: str) -> Path | None:
-        return atomic_write_text(self.path(name), text) if self.writes else None
-
     @property
     def writes(self) -> bool:
         """Whether this process writes the run's files."""
         return self.out is not None and self.is_main
+
+    def begin(self) -> Run:
+        """Start writing: call it once every input has been checked (data found, model built,
+        weights loaded). Only now does ``overwrite`` remove the previous run's files (those
+        its ledger lists), and the command line is recorded: a failed start leaves the old
+        run whole."""
+        if self.writes and not self.begun:
+            RunFolder(self.out).begin(self.recipe, self.existing)
+            record_command(self.out, self.dist)
+        self.begun = True
+        return self
+
+    def output(self, name: str) -> Path:
+        """``out/name``, claimed in the run's ledger (the file reslab is about to write)."""
+        if self.out is None:
+            raise ValueError("this run has no output folder")
+        if not self.begun:
+            raise RuntimeError("Run.begin() must come before the run's first file")
+        return claim(self.out / name) if self.writes else self.out / name
+
+    def write_config(self, options: dict[str, Any]) -> Path | None:
+        """The recipe's options as the run's ``config.json`` (main process only)."""
+        self.output(names.CONFIG)
+        return write_config(self.out, options) if self.writes else None
 
 
 @contextlib.contextmanager
@@ -224,6 +184,8 @@ def open_run(
     threads: int | None = None,
     deterministic: bool = False,
     existing: str = "refuse",
+    recipe: str = "train",
+    lock: FolderLock | None = None,
 ) -> Iterator[Run]:
     """Set the process up for a run and hold its folder's single-writer lock.
 
@@ -234,34 +196,38 @@ def open_run(
             process).
         threads: torch CPU threads.
         deterministic: deterministic CUDA kernels instead of autotuned ones.
-        existing: ``refuse`` a folder that holds a run, ``resume`` it, or ``overwrite`` it
-            (see :func:`prepare_run_folder`).
+        existing: ``refuse`` a folder that holds anything, ``resume`` its checkpoint, or
+            ``overwrite`` a reslab run (:meth:`reslab.runs.RunFolder.check_existing`).
+        recipe: what kind of run this is (``train``, ``finetune``).
+        lock: the folder's lock when the caller already holds it (an experiment holds its
+            runs' locks); it is not released here.
 
-    The folder's lock is taken first (a second writer is refused at once), then temporary
-    files a killed writer left there are removed and the command line is recorded
-    (:func:`record_command`), before any data or model is loaded.
+    The folder's lock is taken first (a second writer is refused at once), temporary files a
+    killed writer left there are removed and the ``existing`` policy is checked, before any
+    data or model is loaded. Nothing is removed or recorded until :meth:`Run.begin`.
     """
     if out is not None:
         check_output_dir(out)
+    if existing not in EXISTING:
+        raise ValueError(f"existing must be one of {', '.join(EXISTING)}, got {existing!r}")
     if threads:
         torch.set_num_threads(threads)
     dist = init_distributed(device)
-    lock = None
+    owned = None
     folder = Path(out) if out is not None else None
     if folder is not None and dist.is_main:
-        lock = FolderLock(folder)
+        owned = None if lock is not None else RunFolder(folder).lock()
         try:
             sweep_temp_files(folder)
-            prepare_run_folder(folder, existing)
+            RunFolder(folder).check_existing(existing)
         except BaseException:
-            lock.release()
+            if owned is not None:
+                owned.release()
             raise
     try:
-        if lock is not None:
-            record_command(folder, dist)
         seed_everything(seed)
         set_kernel_policy(deterministic, dist.device)
-        yield Run(folder, dist)
+        yield Run(folder, dist, recipe, existing)
     finally:
-        if lock is not None:
-            lock.release()
+        if owned is not None:
+            owned.release()

@@ -16,12 +16,13 @@ from typing import Any
 import torch
 
 from reslab.data import TensorImageDataset, load_dataset, make_loader
+from reslab.files import FolderLock
 from reslab.models import ResNet, get_model_spec
 from reslab.recipes.options import option_specs
 from reslab.recipes.run import Run, open_run, saved_run_config
 from reslab.recipes.train_config import TrainConfig
+from reslab.runs import LrFind, TrainMetrics, names, write_lr_find, write_metrics
 from reslab.training import (
-    CHECKPOINT_NAME,
     EMA,
     Callback,
     ChannelsLast,
@@ -147,7 +148,7 @@ def _callbacks(cfg: TrainConfig, out: Path, train_ds) -> list[Callback]:
         cbs.append(EMA(cfg.ema))
     cbs.append(CSVLogger(out))
     if cfg.tensorboard:
-        cbs.append(TensorBoardCallback(out / "tensorboard"))
+        cbs.append(TensorBoardCallback(out / names.TENSORBOARD))
     extra = {"train_config": cfg.to_dict()}
     cbs.append(SaveCheckpoint(out, every_n_steps=cfg.save_every, extra=extra))
     return cbs
@@ -163,17 +164,23 @@ def _check_resume(cfg: TrainConfig) -> None:
 
 
 def run_training(
-    cfg: TrainConfig, *, resume: bool = False, extra_cbs: tuple[Callback, ...] = ()
-) -> dict[str, Any]:
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    extra_cbs: tuple[Callback, ...] = (),
+    lock: FolderLock | None = None,
+) -> TrainMetrics:
     """Train as configured, write the run folder, return the final metrics.
 
-    Files in ``cfg.out``: ``model.safetensors`` (final weights, class names, metrics),
-    ``checkpoint.safetensors`` + its state file (resume point), ``history.csv``/``.json``,
-    ``curves.png``, ``metrics.json``, ``config.json`` and, with ``lr_find``,
-    ``lr_find.json``/``.png``.
+    Files in ``cfg.out`` (names in :mod:`reslab.runs.names`): the final model, the checkpoint
+    and its state file (resume point), the history (CSV and JSON), the curves, the metrics,
+    the config, the command log, the ledger and, with ``lr_find``, the LR finder's sweep and
+    figure.
 
     With ``resume`` the run continues from ``cfg.out``'s checkpoint; ``cfg`` must be the
-    saved config (:func:`resume_config`), up to the runtime options.
+    saved config (:func:`resume_config`), up to the runtime options. With ``overwrite`` the
+    previous run is replaced only once the data are loaded and the model is built. ``lock``:
+    the run folder's lock when the caller holds it already (an experiment).
     """
     if resume:
         _check_resume(cfg)
@@ -185,6 +192,8 @@ def run_training(
         threads=cfg.threads,
         deterministic=cfg.deterministic,
         existing=existing,
+        recipe="train",
+        lock=lock,
     ) as run:
         if cfg.amp is None:
             cfg = dataclasses.replace(cfg, amp=bf16_is_fast(run.device))
@@ -206,10 +215,11 @@ def run_training(
         learn = _learner(
             cfg, run, model, loader(train_ds, True), loader(valid_ds, False), train_ds, extra_cbs
         )
-        run.write_json("config.json", cfg.to_dict())
+        run.begin()  # every input is checked: only now may an --overwrite replace the old run
+        run.write_config(cfg.to_dict())
         if resume:
             learn.resume(run.out)
-            learn.lr = read_checkpoint_meta(run.path(CHECKPOINT_NAME)).get("peak_lr", learn.lr)
+            learn.lr = read_checkpoint_meta(run.out / names.CHECKPOINT).get("peak_lr", learn.lr)
         elif cfg.lr_find:
             learn.lr = _run_lr_find(learn, run, use_suggestion=cfg.lr is None)
         # lr_find's suggestion exists only in this process: checkpoints keep it for --resume.
@@ -250,41 +260,41 @@ def _fit(learn: Learner, cfg: TrainConfig) -> None:
 def _run_lr_find(learn: Learner, run: Run, use_suggestion: bool) -> float:
     res = lr_find(learn)
     if run.writes:
-        run.write_json("lr_find.json", res.to_dict())
-        plot_lr_find(res.lrs, res.losses, res.suggestion, run.path("lr_find.png"))
+        write_lr_find(run.out, LrFind(res.lrs, res.losses, res.raw_losses, res.suggestion))
+        plot_lr_find(res.lrs, res.losses, res.suggestion, run.output(names.LR_FIND_PNG))
         print(f"lr_find: suggested learning rate {res.suggestion:.3g}")
     return res.suggestion if use_suggestion else learn.lr
 
 
-def _finish(cfg: TrainConfig, learn: Learner, test_dl, run: Run, resumed: bool) -> dict:
+def _finish(cfg: TrainConfig, learn: Learner, test_dl, run: Run, resumed: bool) -> TrainMetrics:
     test = learn.validate(test_dl)
     history = learn.recorder.history
     rates = [row["samples_per_s"] for row in history if row.get("samples_per_s")]
-    metrics = {
-        "test_accuracy": test["accuracy"],
-        "test_top5": test.get("top5"),
-        "test_loss": test["valid_loss"],
-        "epochs": cfg.epochs,
-        "wall_seconds": round(run.seconds(), 2),
-        "train_seconds": round(learn.recorder.elapsed, 2),
-        "samples_per_s": round(statistics.median(rates), 1) if rates else None,
-        "model": cfg.model,
-        "data": cfg.data,
-        "classes": learn.class_names,
-        "train_images": len(learn.train_dl.dataset),
-        "seed": cfg.seed,
-        "amp": cfg.amp_dtype if cfg.amp else None,
-        "channels_last": cfg.channels_last,
-        "world_size": learn.world_size,
-        "resumed": resumed,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }
+    metrics = TrainMetrics(
+        test_accuracy=test["accuracy"],
+        test_top5=test.get("top5"),
+        test_loss=test["valid_loss"],
+        epochs=cfg.epochs,
+        wall_seconds=round(run.seconds(), 2),
+        train_seconds=round(learn.recorder.elapsed, 2),
+        samples_per_s=round(statistics.median(rates), 1) if rates else None,
+        model=cfg.model,
+        data=cfg.data,
+        classes=list(learn.class_names),
+        train_images=len(learn.train_dl.dataset),
+        seed=cfg.seed,
+        amp=cfg.amp_dtype if cfg.amp else None,
+        channels_last=cfg.channels_last,
+        world_size=learn.world_size,
+        resumed=resumed,
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+    )
     if run.writes:
         learn.save(
-            run.path("model.safetensors"),
-            metrics={k: metrics[k] for k in ("test_accuracy", "test_loss")},
+            run.output(names.MODEL),
+            metrics={"test_accuracy": metrics.test_accuracy, "test_loss": metrics.test_loss},
         )
-        plot_history(history, run.path("curves.png"), title=f"{cfg.model} on {cfg.data}")
-        run.write_json("metrics.json", metrics)
+        plot_history(history, run.output(names.CURVES), title=f"{cfg.model} on {cfg.data}")
+        write_metrics(run.out, metrics)
     return metrics

@@ -14,7 +14,6 @@ from reslab.training.callback import (
 )
 from reslab.training.channels_last import ChannelsLast
 from reslab.training.checkpoint import (
-    CHECKPOINT_NAME,
     SaveCheckpoint,
     add_checkpoint_meta,
     get_rng_state,
@@ -52,7 +51,6 @@ from reslab.training.schedule import OneCycleSchedule, StepSchedule, one_cycle, 
 from reslab.training.stopping import EarlyStopping, TerminateOnNaN
 
 __all__ = [
-    "CHECKPOINT_NAME",
     "EMA",
     "EVENTS",
     "LIFECYCLE_EVENTS",

@@ -1,12 +1,13 @@
 """Training checkpoints that lose nothing, and the callback that writes them.
 
-A run folder holds two files per checkpoint:
+A run folder holds two files per checkpoint (names in :mod:`reslab.runs.names`):
 
-* ``checkpoint.safetensors`` — the model (a reslab checkpoint: weights + JSON config, enough
-  to rebuild it alone) plus the position (epoch, batch, step), class names and the name of
-  the state file that belongs to it;
-* ``train_state-eEEE-bBBBBBB.pt`` — optimizer, scaler, EMA, callback and RNG states: tensors
-  and plain containers only, read back with ``torch.load(weights_only=True)``.
+* the checkpoint (``checkpoint.safetensors``) — the model (a reslab checkpoint: weights + JSON
+  config, enough to rebuild it alone) plus the position (epoch, batch, step), class names and
+  the name of the state file that belongs to it;
+* its state file (``checkpoint.train_state-eEEEE-bBBBBBB.pt``) — optimizer, scaler, EMA,
+  callback and RNG states: tensors and plain containers only, read back with
+  ``torch.load(weights_only=True)``.
 
 Commit order makes the pair crash-safe: the new state file is written first (atomically, under
 a new name), then the model file is atomically replaced — that rename is the commit — and only
@@ -25,6 +26,7 @@ import torch
 
 from reslab.files import atomic_write
 from reslab.models import ResNet
+from reslab.runs import claim, names
 from reslab.training.callback import Callback, TrainingDiverged
 from reslab.weights import (
     WeightsError,
@@ -37,7 +39,6 @@ from reslab.weights.files import read_safetensors_metadata, refusal
 
 __all__ = [
     "add_checkpoint_meta",
-    "CHECKPOINT_NAME",
     "SaveCheckpoint",
     "get_rng_state",
     "read_checkpoint_meta",
@@ -46,7 +47,6 @@ __all__ = [
     "set_rng_state",
 ]
 
-CHECKPOINT_NAME = "checkpoint.safetensors"
 STATE_KEY = "reslab_train"
 
 
@@ -136,15 +136,26 @@ def save_learner(
     if not learn.is_main:
         return path
     if payload is not None:
-        state_name = f"{path.stem}.train_state-e{epoch:04d}-b{batch:06d}.pt"
+        state_name = _state_name(path, epoch, batch)
         meta["state_file"] = state_name
-        atomic_write(path.parent / state_name, lambda tmp: torch.save(payload, tmp))
-    _write_model(learn.model, path, meta)
+        state_path = claim(path.parent / state_name)
+        atomic_write(state_path, lambda tmp: torch.save(payload, tmp))
+    _write_model(learn.model, claim(path), meta)
     if payload is not None:  # the commit happened: older state files are garbage now
-        for old in path.parent.glob(f"{path.stem}.train_state-*.pt"):
+        pattern = _state_name(path, 0, 0).split("-e", 1)[0] + "-*.pt"
+        for old in path.parent.glob(pattern):
             if old.name != meta["state_file"]:
                 old.unlink(missing_ok=True)
     return path
+
+
+def _state_name(path: Path, epoch: int, batch: int) -> str:
+    """The state file's name: the run folder's own, or for a checkpoint of another name
+    (``Learner.save(path, with_state=True)``) the same pattern on its stem."""
+    name = names.checkpoint_state_name(epoch, batch)
+    if path.name == names.CHECKPOINT:
+        return name
+    return f"{path.stem}{name[len(Path(names.CHECKPOINT).stem) :]}"
 
 
 def _write_model(model: torch.nn.Module, path: Path, meta: dict[str, Any]) -> None:
@@ -167,7 +178,7 @@ def resume_learner(learn, path: Path) -> dict[str, Any]:
     """Load everything :func:`save_learner` wrote; return the checkpoint's metadata."""
     path = Path(path)
     if path.is_dir():
-        path = path / CHECKPOINT_NAME
+        path = path / names.CHECKPOINT
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint to resume from")
     meta = read_checkpoint_meta(path)
@@ -229,7 +240,7 @@ class SaveCheckpoint(Callback):
         every_epoch: bool = True,
         extra: dict[str, Any] | None = None,
     ) -> None:
-        self.path = Path(folder) / CHECKPOINT_NAME
+        self.path = Path(folder) / names.CHECKPOINT
         self.every_n_steps = every_n_steps
         self.every_epoch = every_epoch
         self.extra = dict(extra or {})

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from pathlib import Path
 from typing import Any
 
-from reslab.files import atomic_write_text
+from reslab.runs import History, claim, write_history
 from reslab.training.callback import Callback
 
 __all__ = [
@@ -31,7 +30,8 @@ def history_to_csv(history: list[dict[str, Any]]) -> str:
 
 
 class CSVLogger(Callback):
-    """Writes ``history.csv`` and ``history.json`` into ``folder`` after every epoch.
+    """Writes the run's history (CSV and JSON, :func:`reslab.runs.write_history`) into
+    ``folder`` after every epoch.
 
     Both are rewritten whole and atomically from the Recorder, so a resumed run continues
     the same files and a crash never leaves a torn line.
@@ -46,16 +46,8 @@ class CSVLogger(Callback):
         if not self.learn.is_main:
             return
         rec = self.learn.recorder
-        text = history_to_csv(rec.history)
-        atomic_write_text(self.folder / "history.csv", text)
-        data = {
-            "history": rec.history,
-            "batch_lr": rec.lrs,
-            "batch_loss": rec.losses,
-            "batches_per_epoch": self.learn.n_iter,
-        }
-        blob = json.dumps(data, allow_nan=True)
-        atomic_write_text(self.folder / "history.json", blob)
+        history = History(rec.history, rec.lrs, rec.losses, self.learn.n_iter or None)
+        write_history(self.folder, history, csv_text=history_to_csv(rec.history))
 
 
 class TensorBoardCallback(Callback):
@@ -74,7 +66,7 @@ class TensorBoardCallback(Callback):
 
     def before_fit(self) -> None:
         if self.learn.is_main:
-            self.writer = self._writer_cls(self.log_dir)
+            self.writer = self._writer_cls(str(claim(self.log_dir)))
 
     def after_batch(self) -> None:
         learn = self.learn

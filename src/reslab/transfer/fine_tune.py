@@ -8,7 +8,8 @@ from pathlib import Path
 
 from torch import nn
 
-from reslab.training import CHECKPOINT_NAME, Learner, add_checkpoint_meta, read_checkpoint_meta
+from reslab.runs import names
+from reslab.training import Learner, add_checkpoint_meta, read_checkpoint_meta
 from reslab.training.optim import ParamGroupFn
 from reslab.transfer.freeze import freeze, layer_groups, unfreeze
 
@@ -86,4 +87,4 @@ def fine_tune(
 
 def _checkpoint(path: str | Path) -> Path:
     path = Path(path)
-    return path / CHECKPOINT_NAME if path.is_dir() else path
+    return path / names.CHECKPOINT if path.is_dir() else path

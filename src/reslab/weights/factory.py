@@ -29,6 +29,8 @@ from reslab.models import (
     channel_stats,
     get_model_spec,
 )
+from reslab.runs import RunFolder
+from reslab.runs import names as run_names
 from reslab.weights.catalog import IMAGENET, find_tag, imagenet_class_names, list_tags
 from reslab.weights.checkpoint import (
     checkpoint_model_config,
@@ -42,7 +44,6 @@ from reslab.weights.load import load_state_dict_into
 from reslab.weights.sources import download_weights
 
 __all__ = [
-    "RUN_FILES",
     "create_model",
     "load_weights",
     "resolve_model",
@@ -50,8 +51,6 @@ __all__ = [
     "weights_file",
 ]
 
-# The files a run folder's model is read from, in order of preference.
-RUN_FILES = ("model.safetensors", "checkpoint.safetensors")
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
 
@@ -277,10 +276,10 @@ def resolve_spec_path(spec: str) -> Path | None:
     or a folder without a model."""
     path = Path(spec).expanduser()
     if path.is_dir():
-        for name in RUN_FILES:
-            if (path / name).is_file():
-                return path / name
-        raise WeightsError(f"{spec}: a folder without {' or '.join(RUN_FILES)}")
+        model = RunFolder(path).model_file()
+        if model is None:
+            raise WeightsError(f"{spec}: a folder without {' or '.join(run_names.MODEL_FILES)}")
+        return model
     if path.is_file():
         return path
     if "@" not in spec and _looks_like_path(spec):

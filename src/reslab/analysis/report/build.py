@@ -16,19 +16,19 @@ from torch import nn
 
 from reslab.analysis.report.environment import environment
 from reslab.analysis.report.evaluate import analyze, load_test_data
-from reslab.analysis.report.experiment import experiment_sections, find_experiment
+from reslab.analysis.report.experiment import experiment_sections
 from reslab.analysis.report.facts import collect_run
 from reslab.analysis.report.html import page
 from reslab.analysis.report.model_page import model_sections
 from reslab.analysis.report.run_page import run_sections
 from reslab.files import atomic_write_text
+from reslab.runs import RunFolder, claim, find_experiment, names
 from reslab.version import __version__
 from reslab.weights import load_checkpoint
-from reslab.weights.factory import RUN_FILES
 
 __all__ = ["REPORT_NAME", "build_model_report", "build_report", "write_report"]
 
-REPORT_NAME = "report.html"
+REPORT_NAME = names.REPORT
 
 
 def _footer() -> str:
@@ -67,10 +67,10 @@ def build_report(
     if manifest is not None:
         sections = experiment_sections(manifest, here)
         return page(manifest.title, f"experiment · {folder.resolve().name}", sections, _footer())
-    if not any((folder / name).is_file() for name in RUN_FILES):
+    if RunFolder(folder).model_file() is None:
         raise ValueError(
-            f"{folder}: neither a run folder (model.safetensors or checkpoint.safetensors) nor "
-            "an experiment folder (experiment.json, or results.md/.json/.csv)"
+            f"{folder}: neither a run folder ({' or '.join(names.MODEL_FILES)}) nor an "
+            f"experiment folder ({names.EXPERIMENT_MANIFEST}, or results.md/.json/.csv)"
         )
     facts = collect_run(folder)
     analysis, error = None, None
@@ -117,4 +117,6 @@ def write_report(folder: str | Path, out: str | Path | None = None, **options) -
     """Build the report of ``folder`` (:func:`build_report`, ``options`` go to it) and write
     it atomically to ``out`` (default ``FOLDER/report.html``)."""
     html = build_report(folder, **options)
-    return atomic_write_text(Path(out) if out is not None else Path(folder) / REPORT_NAME, html)
+    return atomic_write_text(
+        claim(Path(out) if out is not None else Path(folder) / REPORT_NAME), html
+    )

@@ -1,31 +1,31 @@
 """What a run folder records about its run: config, command, metrics, history.
 
-Each file is optional (a run stopped early, or written by another recipe, has fewer of
-them); what is missing is shown as missing, never guessed.
+Each record is read through :mod:`reslab.runs` (typed and checked) and is optional (a run
+stopped early, or written by another recipe, has fewer of them): what is missing is shown as
+missing, what is damaged is shown as a problem naming the file, never guessed.
 """
 
 from __future__ import annotations
 
-import json
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from reslab.weights import resolve_spec_path
+from reslab.runs import (
+    RunFileError,
+    RunFolder,
+    names,
+    read_command_log,
+    read_config,
+    read_history,
+    read_metrics,
+)
 
-__all__ = ["RunFacts", "collect_run", "read_json"]
+__all__ = ["RunFacts", "collect_run"]
 
-
-def read_json(path: Path) -> Any:
-    """A JSON file's value, or None when the file is missing; a one-line error for a
-    file that is not JSON."""
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+T = TypeVar("T")
 
 
 @dataclass
@@ -34,14 +34,14 @@ class RunFacts:
 
     Attributes:
         folder: the run folder.
-        model_path: the weights the report analyses (``model.safetensors``, else the
-            checkpoint).
-        config: ``config.json`` (the recipe's options), ``{}`` if absent.
-        metrics: ``metrics.json``, ``{}`` if absent.
-        history: per-epoch rows of ``history.json``.
-        batch_lr, batch_loss: per-batch learning rate and loss (``history.json``).
+        model_path: the weights the report analyses (the final model, else the checkpoint).
+        config: the recipe's options (``{}`` if absent).
+        metrics: the final metrics (``{}`` if absent).
+        history: per-epoch rows.
+        batch_lr, batch_loss: per-batch learning rate and loss.
         batches_per_epoch: for the per-batch curves' x axis.
-        invocations: the starts recorded in ``command.json``.
+        invocations: the recorded starts (``argv``, ``time``, versions, device).
+        problems: one line per damaged record (it is left out of the page).
     """
 
     folder: Path
@@ -53,6 +53,7 @@ class RunFacts:
     batch_loss: list[float] = field(default_factory=list)
     batches_per_epoch: int | None = None
     invocations: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
     @property
     def recipe(self) -> str:
@@ -72,33 +73,31 @@ class RunFacts:
         return [shlex.join(str(a) for a in inv.get("argv", [])) for inv in self.invocations]
 
 
+def _read(facts: RunFacts, read: Callable[[Path], T | None]) -> T | None:
+    try:
+        return read(facts.folder)
+    except RunFileError as err:
+        facts.problems.append(str(err))
+        return None
+
+
 def collect_run(folder: str | Path) -> RunFacts:
     """The facts of the run in ``folder`` (it must hold a model or a checkpoint)."""
     folder = Path(folder)
-    model_path = resolve_spec_path(str(folder))
+    model_path = RunFolder(folder).model_file()
     if model_path is None:
-        raise ValueError(f"{folder}: not a run folder")
+        raise ValueError(f"{folder}: not a run folder (no {' or '.join(names.MODEL_FILES)})")
     facts = RunFacts(folder, model_path)
-    facts.config = _mapping(read_json(folder / "config.json"))
-    facts.metrics = _mapping(read_json(folder / "metrics.json"))
-    history = _mapping(read_json(folder / "history.json"))
-    epochs = history.get("history")
-    facts.history = [r for r in epochs if isinstance(r, dict)] if isinstance(epochs, list) else []
-    facts.batch_lr = _numbers(history.get("batch_lr"))
-    facts.batch_loss = _numbers(history.get("batch_loss"))
-    per_epoch = history.get("batches_per_epoch")
-    facts.batches_per_epoch = per_epoch if isinstance(per_epoch, int) and per_epoch > 0 else None
-    command = _mapping(read_json(folder / "command.json"))
-    calls = command.get("invocations")
-    facts.invocations = [i for i in calls if isinstance(i, dict)] if isinstance(calls, list) else []
+    config = _read(facts, read_config)
+    facts.config = config.options if config is not None else {}
+    metrics = _read(facts, read_metrics)
+    facts.metrics = metrics.to_dict() if metrics is not None else {}
+    history = _read(facts, read_history)
+    if history is not None:
+        facts.history = history.rows
+        facts.batch_lr, facts.batch_loss = history.batch_lr, history.batch_loss
+        facts.batches_per_epoch = history.batches_per_epoch
+    log = _read(facts, read_command_log)
+    if log is not None:
+        facts.invocations = [vars(call) for call in log.invocations]
     return facts
-
-
-def _mapping(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _numbers(value: Any) -> list[float]:
-    if not isinstance(value, list):
-        return []
-    return [float(v) for v in value if isinstance(v, int | float) and not isinstance(v, bool)]

@@ -66,7 +66,8 @@ def summary_section(facts: RunFacts, analysis: EvalAnalysis | None) -> Section:
     shown = [(label, facts.metrics[k]) for k, label in HEADLINE if facts.metrics.get(k) is not None]
     if analysis is not None:
         shown.append((f"accuracy on {analysis.count} test images (this report)", analysis.accuracy))
-    body = [cards(shown) if shown else note("no metrics.json: the run did not finish")]
+    body = [cards(shown) if shown else note("no metrics: the run did not finish")]
+    body.extend(note(f"not shown: {problem}") for problem in facts.problems)
     body.append(
         element(
             "p", f"Run folder: {facts.folder.resolve().name} · weights: {facts.model_path.name}"
@@ -83,9 +84,9 @@ def command_section(facts: RunFacts) -> Section:
         body.append(element("h3", label))
         body.extend(element("div", c, class_="cmd") for c in commands)
     else:
-        body.append(note("no command.json: the command line was not recorded"))
+        body.append(note("no command log: the command line was not recorded"))
     body.append(element("h3", f"config ({facts.recipe})"))
-    body.append(key_value_grid(facts.config) if facts.config else note("no config.json"))
+    body.append(key_value_grid(facts.config) if facts.config else note("no config recorded"))
     return "command", "Command and config", join(body)
 
 
@@ -124,7 +125,7 @@ def curves_section(facts: RunFacts) -> Section:
 
 
 def metrics_section(facts: RunFacts) -> Section:
-    body = [key_value_table(facts.metrics) if facts.metrics else note("no metrics.json")]
+    body = [key_value_table(facts.metrics) if facts.metrics else note("no metrics recorded")]
     if facts.history:
         columns = list(dict.fromkeys(k for row in facts.history for k in row))
         body.append(element("h3", "per epoch"))
