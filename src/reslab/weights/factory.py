@@ -39,6 +39,7 @@ from reslab.weights.checkpoint import (
     read_checkpoint_config,
 )
 from reslab.weights.convert.npm import convert_tfjs_folder_cached
+from reslab.weights.convert.tfjs import MODEL_JSON
 from reslab.weights.files import WeightsError, read_state_dict
 from reslab.weights.load import load_state_dict_into
 from reslab.weights.sources import download_weights
@@ -73,7 +74,7 @@ def weights_file(source: str | Path, *, model_name: str | None = None) -> Path:
     if path.is_file():
         return path
     if path.is_dir():
-        if (path / "model.json").is_file():
+        if (path / MODEL_JSON).is_file():
             return convert_tfjs_folder_cached(path)
         raise WeightsError(f"{text}: a folder, but not a TensorFlow.js model (no model.json)")
     tag = find_tag(text, model_name)

@@ -78,7 +78,7 @@ def curves_figure(facts: RunFacts):
 def confusion_png(confusion: Tensor, class_names: Sequence[str], title: str) -> bytes:
     """The confusion matrix as drawn by ``reslab eval`` (rows true, columns predicted)."""
     with tempfile.TemporaryDirectory(prefix="reslab-report-") as tmp:
-        path = plot_confusion(confusion, class_names, Path(tmp) / "confusion.png", title=title)
+        path = plot_confusion(confusion, class_names, Path(tmp) / "figure.png", title=title)
         return path.read_bytes()
 
 

