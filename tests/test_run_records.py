@@ -178,3 +178,24 @@ def test_a_report_without_a_manifest_embeds_only_files_inside_the_folder(tmp_pat
     assert base64.b64encode(_png(200)).decode() not in html
     assert base64.b64encode(_png(10)).decode() in html  # its own figure is shown
     assert html.count("not shown") == 3 and "links outside" in html
+
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("command.json", '{"invocations": 5}', "'invocations' must be a list"),
+        ("command.json", '{"invocations": [{"argv": "x", "time": "t"}]}', "'argv' must be"),
+        ("run.json", "[]", "expected a JSON object"),
+        ("run.json", '{"format": "other", "version": 1}', "not a reslab run ledger"),
+        ("run.json", '{"format": "reslab-run", "version": 1, "recipe": "x", "files": []}',
+         "unknown recipe"),
+    ],
+)  # fmt: skip
+def test_a_damaged_command_log_or_ledger_stops_a_resume_in_one_line(
+    name, text, message, experiment, tmp_path, capsys
+):
+    run = _copy(experiment / RUN, tmp_path / "run")
+    (run / "metrics.json").unlink()  # a run to resume: its checkpoint is there
+    (run / name).write_text(text)
+    assert main(["train", "--resume", str(run), "--no-progress", "--no-report"]) == 2
+    _one_line(capsys, name, message)
