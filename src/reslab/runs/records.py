@@ -278,7 +278,6 @@ def append_invocation(folder: str | Path, invocation: Invocation) -> Path:
     return atomic_write_json(claim(Path(folder) / COMMAND), {"invocations": calls})
 
 
-
 @dataclass(frozen=True)
 class LrFind:
     """``lr_find.json``: the LR finder's sweep (learning rates, smoothed and raw losses) and
