@@ -65,7 +65,8 @@ class TensorImageDataset(torch.utils.data.Dataset):
 
     @property
     def image_size(self) -> tuple[int, int]:
-        return tuple(self.images.shape[2:])
+        height, width = self.images.shape[2:]  # images are (N, C, H, W), checked above
+        return (height, width)
 
     def subset(self, indices: Sequence[int] | Tensor) -> TensorImageDataset:
         idx = torch.as_tensor(indices, dtype=torch.int64)
@@ -211,6 +212,7 @@ def _load_folder(root: Path, split: str, on_error: str, progress: bool):
     if first is None:
         raise ValueError(f"{folder}: no image files found")
     probe = load_image(first)
+    ds: TensorImageDataset | ImageFolderDataset
     if max(probe.shape[1:]) <= SMALL_IMAGE_MAX:
         x, y, names = read_small_image_folder(
             folder, channels=3, progress=progress, on_error=on_error

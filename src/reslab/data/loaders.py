@@ -16,6 +16,7 @@ from torch import Tensor
 from reslab.data.datasets import TensorImageDataset
 from reslab.data.folder import ImageFolderDataset, mix_seeds
 from reslab.data.transforms import (
+    EvalTransform,
     TrainTransform,
     crop_flip_params,
     eval_transform_from_cfg,
@@ -242,6 +243,7 @@ def make_loader(
     if isinstance(dataset, ImageFolderDataset):
         cfg = dict(model_cfg or {})
         size = image_size or int(cfg.get("input_size", (3, 224, 224))[-1])
+        transform: TrainTransform | EvalTransform
         if train and augment:
             transform = TrainTransform(size, interpolation=cfg.get("interpolation", "bilinear"))
         else:

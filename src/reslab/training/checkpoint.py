@@ -53,6 +53,7 @@ STATE_KEY = "reslab_train"
 def get_rng_state() -> dict[str, Any]:
     """Every RNG a training step may draw from: torch (CPU, CUDA), Python, NumPy."""
     np_state = np.random.get_state()
+    assert isinstance(np_state, tuple)  # the global RandomState is MT19937: a legacy tuple
     state = {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),

@@ -51,6 +51,8 @@ class EMA(Callback):
             }
 
     def after_step(self) -> None:
+        shadow = self.shadow
+        assert shadow is not None  # made by before_fit
         decay = self.decay
         if self.warmup:
             decay = min(decay, (1 + self.updates) / (10 + self.updates))
@@ -58,9 +60,9 @@ class EMA(Callback):
         with torch.no_grad():
             for k, v in self._live().items():
                 if v.is_floating_point():
-                    self.shadow[k].lerp_(v.detach(), 1.0 - decay)
+                    shadow[k].lerp_(v.detach(), 1.0 - decay)
                 else:
-                    self.shadow[k].copy_(v)
+                    shadow[k].copy_(v)
 
     def _swap_in(self) -> None:
         self._backup = {k: v.detach().clone() for k, v in self._live().items()}

@@ -144,6 +144,7 @@ def evaluate(
             confusion += torch.bincount(flat, minlength=confusion.numel()).view_as(confusion)
     if count == 0:
         raise ValueError("evaluate: the loader yielded no samples")
+    assert confusion is not None  # made at the first batch, and there was one
     return EvalResult(
         accuracy=correct / count,
         top5=top5 / count,
