@@ -8,7 +8,8 @@ what makes N processes with 1/N of the global batch see exactly the single-proce
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -214,7 +215,7 @@ def make_loader(
     seed: int = 0,
     workers: int = 2,
     image_size: int | None = None,
-    model_cfg: dict | None = None,
+    model_cfg: Mapping[str, Any] | None = None,
     augment: bool = True,
     rank: int = 0,
     world_size: int = 1,

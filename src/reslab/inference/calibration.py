@@ -8,7 +8,8 @@ refuse an empty set.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -58,7 +59,7 @@ def calibration_batches(
 
 
 def calibration_images(
-    dataset, count: int, *, model_cfg: dict | None = None, seed: int = 0, skip: int = 0
+    dataset, count: int, *, model_cfg: Mapping[str, Any] | None = None, seed: int = 0, skip: int = 0
 ) -> Tensor:
     """``count`` images drawn at random (by ``seed``) from ``dataset``, as the model sees them.
 
