@@ -168,13 +168,14 @@ def cone_disagreement(
 
 
 def _class_colors(num_classes: int):
+    import numpy as np
     from matplotlib import colormaps
     from matplotlib.colors import ListedColormap
 
-    if num_classes <= 10:
-        colors = colormaps["tab10"].colors[:num_classes]
-    elif num_classes <= 20:
-        colors = colormaps["tab20"].colors[:num_classes]
+    tab = colormaps["tab10" if num_classes <= 10 else "tab20"]
+    if num_classes <= 20:
+        assert isinstance(tab, ListedColormap)  # matplotlib's tab10/tab20 are lists of colours
+        colors = np.asarray(tab.colors)[:num_classes]
     else:  # many classes: distinct hues, no legend
         colors = colormaps["hsv"](torch.linspace(0, 1, num_classes + 1)[:-1].numpy())
     return ListedColormap(colors)
@@ -240,7 +241,7 @@ def plot_decision_regions(
                 ax.set_title(plane.label, fontsize=7, pad=2)
     if title:
         fig.suptitle(title, fontsize=11)
-    if legend:
+    if legend and class_names is not None:  # (legend implies class names)
         handles = [Patch(color=cmap(i), label=class_names[i]) for i in range(num_classes)]
         rows[1].legend(
             handles=handles,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -167,7 +168,7 @@ def model_regions(args, out: Path) -> list[str]:
     emb, labels = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     planes, extent = _planes(args, emb, labels, ds.class_names)
     extent = args.extent or extent
-    fc = model.fc
+    fc: Any = model.fc  # torch.nn's Linear or the scratch twin
     no_bias = nn.Linear(fc.in_features, fc.out_features, bias=False)
     no_bias.weight = fc.weight
     torch.manual_seed(args.seed)

@@ -64,7 +64,10 @@ class OneCycleSchedule(Callback):
     ) -> None:
         self.max_lr = max_lr
         self.kwargs: dict[str, Any] = {
-            "div": div, "div_final": div_final, "pct_start": pct_start, "moms": moms
+            "div": div,
+            "div_final": div_final,
+            "pct_start": pct_start,
+            "moms": moms,
         }
 
     def values(self, step: int) -> tuple[float, float]:
