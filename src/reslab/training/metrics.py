@@ -82,9 +82,6 @@ class EvalResult:
     confusion: Tensor  # (true, predicted) counts
     class_names: list[str] | None = field(default=None)
 
-    def per_class_accuracy(self) -> Tensor:
-        return self.confusion.diag().double() / self.confusion.sum(1).clamp_min(1).double()
-
 
 def evaluate(
     model: nn.Module,
