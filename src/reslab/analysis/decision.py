@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from reslab.files import atomic_write
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "Plane",
@@ -193,7 +196,7 @@ def plot_decision_regions(
     title: str | None = None,
     panel_size: float = 1.3,
     path: str | Path | None = None,
-):
+) -> Figure:
     """Draw the top-1 regions of one or more heads on the same slices; optionally save a PNG.
 
     Each head gets a block of panels (one per plane) under its name; a class keeps its

@@ -21,7 +21,7 @@ from reslab.analysis.decision import (
 )
 from reslab.analysis.embeddings import split_class_embedding
 from reslab.analysis.heads import fit_head, head_accuracy, linear_head, vgg_head
-from reslab.data import load_dataset, make_loader
+from reslab.data import TensorImageDataset, load_dataset, make_loader
 from reslab.weights import resolve_model
 
 __all__ = ["check_channels", "eval_batches", "linear_demo", "model_regions", "vgg_demo"]
@@ -110,7 +110,7 @@ def vgg_demo(args, out: Path) -> list[str]:
     data = args.data or "fashion-mnist"
     train = load_dataset(data, "train", data_dir=args.data_dir)
     test = load_dataset(data, "test", data_dir=args.data_dir)
-    if not hasattr(train, "images"):
+    if not isinstance(train, TensorImageDataset) or not isinstance(test, TensorImageDataset):
         raise ValueError(
             f"--head vgg needs a small in-memory data set (fashion-mnist, cifar10), not {data}"
         )

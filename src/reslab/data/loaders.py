@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from reslab.data.datasets import TensorImageDataset
+from reslab.data.datasets import ImageDataset, TensorImageDataset
 from reslab.data.folder import ImageFolderDataset, mix_seeds
 from reslab.data.transforms import (
     EvalTransform,
@@ -207,7 +207,7 @@ class FolderLoader:
 
 
 def make_loader(
-    dataset,
+    dataset: ImageDataset,
     batch_size: int,
     *,
     train: bool,
@@ -219,7 +219,7 @@ def make_loader(
     augment: bool = True,
     rank: int = 0,
     world_size: int = 1,
-):
+) -> TensorLoader | FolderLoader:
     """A training (shuffled, augmented, last partial batch dropped) or evaluation loader.
 
     In-memory data sets get a :class:`TensorLoader` (training: pad-and-crop by 1/8 of the

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from reslab.data import TensorImageDataset, load_dataset, make_loader
+from reslab.data.datasets import ImageDataset
 from reslab.models import ResNet
 from reslab.recipes.finetune_config import FinetuneConfig
 from reslab.recipes.options import option_specs
@@ -54,7 +56,9 @@ def _datasets(cfg: FinetuneConfig):
     return subset(train, cfg.train_limit, cfg.seed), subset(valid, cfg.valid_limit, cfg.seed + 1)
 
 
-def prepare_model(cfg: FinetuneConfig, train_ds, device: torch.device):
+def prepare_model(
+    cfg: FinetuneConfig, train_ds: ImageDataset, device: torch.device
+) -> tuple[ResNet, Callable[[Tensor], Tensor], int]:
     """The pretrained model with a new head for the data's classes, its input size and
     channels set, and the batch transform that feeds it (resize, grey → RGB)."""
     model = resolve_model(cfg.source)

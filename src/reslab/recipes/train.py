@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from reslab.data import TensorImageDataset, load_dataset, make_loader
+from reslab.data.datasets import ImageDataset
 from reslab.files import FolderLock
 from reslab.models import ResNet, get_model_spec
 from reslab.recipes.options import option_specs
@@ -65,7 +66,7 @@ def resume_config(run_dir: str | Path, changes: dict[str, Any] | None = None) ->
     return TrainConfig.from_dict(saved)
 
 
-def subset(ds, limit: int | None, seed: int):
+def subset(ds: ImageDataset, limit: int | None, seed: int) -> ImageDataset:
     """A fixed random subset of ``limit`` samples (the whole data set when it is smaller)."""
     if not limit or limit >= len(ds):
         return ds
@@ -73,7 +74,7 @@ def subset(ds, limit: int | None, seed: int):
     return ds.subset(torch.randperm(len(ds), generator=g)[:limit].sort().values)
 
 
-def load_splits(cfg: TrainConfig, rank: int = 0):
+def load_splits(cfg: TrainConfig, rank: int = 0) -> tuple[ImageDataset, ImageDataset, ImageDataset]:
     """``(train, valid, test)`` data sets; valid is the test split unless ``valid_pct``."""
     common: dict[str, Any] = {
         "data_dir": cfg.data_dir,
@@ -92,15 +93,14 @@ def load_splits(cfg: TrainConfig, rank: int = 0):
     return subset(train, cfg.train_limit, cfg.seed), valid, test
 
 
-def build_model_for_data(cfg: TrainConfig, train_ds, device: torch.device) -> ResNet:
+def build_model_for_data(cfg: TrainConfig, train_ds: ImageDataset, device: torch.device) -> ResNet:
     """The model for this data: class count and names, input channels, and for in-memory small
     images the data set's own normalisation and (for ImageNet-style nets) the small-input stem."""
     spec = get_model_spec(cfg.model)
     overrides: dict[str, Any] = {}
     normalize: Any = True
-    in_memory = isinstance(train_ds, TensorImageDataset)
     native_small = spec.arch.get("small_input", False)
-    if in_memory:
+    if isinstance(train_ds, TensorImageDataset):  # in memory
         mean, std = train_ds.stats()
         normalize = {"mean": mean, "std": [max(s, 1e-3) for s in std]}
         if cfg.small_input != "off" and not native_small:
@@ -121,7 +121,7 @@ def build_model_for_data(cfg: TrainConfig, train_ds, device: torch.device) -> Re
         **overrides,
     )
     changes: dict[str, Any] = {"class_names": tuple(train_ds.class_names)}
-    if in_memory:
+    if isinstance(train_ds, TensorImageDataset):
         if cfg.size and (cfg.size, cfg.size) != tuple(train_ds.image_size):
             raise ValueError(f"--size {cfg.size}: {cfg.data} holds {train_ds.image_size} images")
         changes.update(input_size=(train_ds.num_channels, *train_ds.image_size), crop_pct=1.0)

@@ -214,7 +214,7 @@ def resume_learner(learn, path: Path) -> dict[str, Any]:
     return meta
 
 
-def add_checkpoint_meta(learn, **values: Any) -> None:
+def add_checkpoint_meta(learn: Any, **values: Any) -> None:  # a Learner (it imports this module)
     """Store ``values`` (JSON-able) in every checkpoint ``learn``'s :class:`SaveCheckpoint`
     writes from now on: what a resume needs that only this process knows (a suggested LR,
     which fit of a two-fit recipe is running)."""

@@ -31,7 +31,9 @@ class EMA(Callback):
 
     order = 40
 
-    def __init__(self, decay: float = 0.999, warmup: bool = True, apply_at_end: bool = True):
+    def __init__(
+        self, decay: float = 0.999, warmup: bool = True, apply_at_end: bool = True
+    ) -> None:
         self.decay, self.warmup, self.apply_at_end = decay, warmup, apply_at_end
         self.shadow: dict[str, Tensor] | None = None
         self.updates = 0

@@ -92,7 +92,7 @@ def evaluate(
     class_names: Sequence[str] | None = None,
     device: str | torch.device | None = None,
     amp: bool = False,
-    input_transform=None,
+    input_transform: Callable[[Tensor], Tensor] | None = None,
     runner: Callable[[Tensor], Tensor] | None = None,
 ) -> EvalResult:
     """Accuracy, top-5, cross-entropy and a confusion matrix of ``model`` over ``loader``.

@@ -21,6 +21,7 @@ from reslab.analysis.report.facts import collect_run
 from reslab.analysis.report.html import page
 from reslab.analysis.report.model_page import model_sections
 from reslab.analysis.report.run_page import run_sections
+from reslab.data.datasets import ImageDataset
 from reslab.files import atomic_write_text
 from reslab.models import ResNet
 from reslab.runs import RunFolder, claim, find_experiment, names
@@ -92,7 +93,7 @@ def build_report(
 
 def build_model_report(
     model: ResNet,
-    dataset,
+    dataset: ImageDataset,
     *,
     spec: str,
     data: str,
@@ -116,7 +117,7 @@ def build_model_report(
     return page(title, f"model report · {split} split", sections, _footer())
 
 
-def write_report(folder: str | Path, out: str | Path | None = None, **options) -> Path:
+def write_report(folder: str | Path, out: str | Path | None = None, **options: Any) -> Path:
     """Build the report of ``folder`` (:func:`build_report`, ``options`` go to it) and write
     it atomically to ``out`` (default ``FOLDER/report.html``)."""
     html = build_report(folder, **options)
