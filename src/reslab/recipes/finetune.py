@@ -170,7 +170,9 @@ def _metrics(
     learn: Learner, run: Run, train_ds, valid_ds, size: int, extra: dict
 ) -> FinetuneMetrics:
     history = learn.recorder.history
-    valid = history[-1] if history else learn.validate()
+    last = history[-1] if history else {}
+    # Measured now when the last epoch has no validation (a callback may end it before).
+    valid = last if "accuracy" in last else learn.validate()
     return FinetuneMetrics(
         valid_accuracy=valid["accuracy"],
         valid_loss=valid["valid_loss"],
