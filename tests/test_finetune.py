@@ -354,3 +354,44 @@ def test_cached_features_follow_the_weights_they_came_from(tmp_path, capsys):
     plain.load_state_dict(_model().state_dict())
     reslab.save_checkpoint(src, plain)
     assert not torch.equal(features(run("f")[1]), features(first_file))
+
+
+def test_metrics_are_measured_when_the_last_epoch_skipped_validation(tmp_path):
+    """A callback may end an epoch before its validation (CancelEpochException); the run's
+    metrics.json must still hold the validation accuracy and loss its reader requires."""
+    from reslab.recipes import FinetuneConfig, run_finetune
+    from reslab.runs import read_metrics
+    from reslab.training import CancelEpochException
+    from test_data_synthetic import write_fake_fashion_mnist
+
+    class SkipLastValidation(Callback):
+        def after_train(self) -> None:
+            if self.learn.epoch == self.learn.n_epoch - 1:
+                raise CancelEpochException
+
+    data = write_fake_fashion_mnist(tmp_path / "fm", n_train=32, n_test=16)
+    torch.manual_seed(0)
+    source = reslab.save_checkpoint(
+        tmp_path / "source.safetensors",
+        reslab.create_model("resnet20", in_chans=1, num_classes=10, width=0.25),
+    )
+    cfg = FinetuneConfig(
+        source=str(source), data="fashion-mnist", data_dir=str(data), out=str(tmp_path / "run"),
+        schedule="one-cycle", epochs=1, bs=16, lr=0.01, size=28, progress=False, threads=1,
+        device="cpu",
+    )  # fmt: skip
+    metrics = run_finetune(cfg, extra_cbs=(SkipLastValidation(),))
+    assert read_metrics(tmp_path / "run") == metrics
+    # The reference: the saved model scored by hand on the 16 validation (test split) images.
+    model = reslab.load_checkpoint(tmp_path / "run" / "model.safetensors").eval()
+    valid = reslab.data.load_dataset("fashion-mnist", "test", data_dir=data)
+    images = torch.stack([valid[i][0] for i in range(16)]).float() / 255
+    labels = torch.tensor([valid[i][1] for i in range(16)])
+    with torch.no_grad():
+        logits = model(images)
+    assert metrics.valid_accuracy == pytest.approx(
+        float((logits.argmax(1) == labels).float().mean())
+    )
+    assert metrics.valid_loss == pytest.approx(
+        float(nn.functional.cross_entropy(logits, labels)), rel=1e-4
+    )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -57,7 +58,7 @@ def blocks_of(model: ResNet) -> list[tuple[str, nn.Module]]:
     return [
         (f"{stage_name}.{i}", block)
         for stage_name, stage in zip(model.stage_names, model.stages)
-        for i, block in enumerate(stage)
+        for i, block in enumerate(stage.children())
     ]
 
 
@@ -65,7 +66,7 @@ def _pair(value) -> tuple:
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
-def _changes_shape(block: nn.Module) -> bool:
+def _changes_shape(block: Any) -> bool:  # a block of reslab.models.blocks, or one like them
     """Whether the block's output differs in shape from its input (stride or channels)."""
     convs = [m for m in block.modules() if hasattr(m, "in_channels") and hasattr(m, "stride")]
     if getattr(block, "downsample", None) is not None:
@@ -87,7 +88,7 @@ def lesioned(block: nn.Module) -> Iterator[None]:
     if not can_lesion(block):
         raise ValueError("a plain block that changes shape cannot be removed")
 
-    def shortcut_only(module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
+    def shortcut_only(module: Any, inputs: tuple, output: Tensor) -> Tensor:
         x = inputs[0]
         if not module.residual:
             return x
@@ -113,8 +114,9 @@ def _accuracy(model: nn.Module, batches: list[tuple[Tensor, Tensor]]) -> float:
 class _RatioMeter:
     """Forward hooks summing ``‖F(x)‖ / ‖x‖`` per image for one block."""
 
-    def __init__(self, block: nn.Module) -> None:
-        self.total, self.inputs = 0.0, None
+    def __init__(self, block: Any) -> None:  # a block with last_bn(), as reslab's
+        self.total = 0.0
+        self.inputs: Tensor | None = None  # the input norms, until the block's last BN runs
         self.handles = [
             block.register_forward_pre_hook(self.remember_input),
             block.last_bn().register_forward_hook(self.add_ratio),
@@ -124,6 +126,7 @@ class _RatioMeter:
         self.inputs = inputs[0].flatten(1).norm(dim=1)
 
     def add_ratio(self, module: nn.Module, inputs: tuple, output: Tensor) -> None:
+        assert self.inputs is not None  # the pre-hook ran first
         ratio = output.flatten(1).norm(dim=1) / self.inputs.clamp_min(1e-12)
         self.total += float(ratio.sum())
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from reslab.files import atomic_write
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "Plane",
@@ -168,13 +171,14 @@ def cone_disagreement(
 
 
 def _class_colors(num_classes: int):
+    import numpy as np
     from matplotlib import colormaps
     from matplotlib.colors import ListedColormap
 
-    if num_classes <= 10:
-        colors = colormaps["tab10"].colors[:num_classes]
-    elif num_classes <= 20:
-        colors = colormaps["tab20"].colors[:num_classes]
+    tab = colormaps["tab10" if num_classes <= 10 else "tab20"]
+    if num_classes <= 20:
+        assert isinstance(tab, ListedColormap)  # matplotlib's tab10/tab20 are lists of colours
+        colors = np.asarray(tab.colors)[:num_classes]
     else:  # many classes: distinct hues, no legend
         colors = colormaps["hsv"](torch.linspace(0, 1, num_classes + 1)[:-1].numpy())
     return ListedColormap(colors)
@@ -192,7 +196,7 @@ def plot_decision_regions(
     title: str | None = None,
     panel_size: float = 1.3,
     path: str | Path | None = None,
-):
+) -> Figure:
     """Draw the top-1 regions of one or more heads on the same slices; optionally save a PNG.
 
     Each head gets a block of panels (one per plane) under its name; a class keeps its
@@ -240,7 +244,7 @@ def plot_decision_regions(
                 ax.set_title(plane.label, fontsize=7, pad=2)
     if title:
         fig.suptitle(title, fontsize=11)
-    if legend:
+    if legend and class_names is not None:  # (legend implies class names)
         handles = [Patch(color=cmap(i), label=class_names[i]) for i in range(num_classes)]
         rows[1].legend(
             handles=handles,

@@ -40,6 +40,8 @@ class _ClassifierInput(nn.Module):
     the classifier itself still runs, a negligible cost next to the backbone.
     """
 
+    _classifier: nn.Linear
+
     def __init__(self, model: nn.Module, classifier: nn.Linear) -> None:
         super().__init__()
         self.model = model
@@ -133,7 +135,11 @@ class ClassEmbeddingReport:
                 f"top-1 changes without the bias on {self.top1_changed} of {self.examples} "
                 f"images ({100 * self.top1_change_rate:.2f} %)"
             )
-        if self.correct_with_bias is not None and self.examples:
+        if (
+            self.correct_with_bias is not None
+            and self.correct_without_bias is not None
+            and self.examples
+        ):
             lines.append(
                 f"top-1 accuracy: {100 * self.correct_with_bias / self.examples:.2f} % with bias, "
                 f"{100 * self.correct_without_bias / self.examples:.2f} % without"

@@ -11,12 +11,16 @@ import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from reslab.analysis.gradcam import eval_mode, gradcam
 from reslab.analysis.overlay import save_figure, show_image, show_map
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "Explanation",
@@ -110,7 +114,7 @@ def explain(
 
 def explain_figure(
     explanation: Explanation, *, title: str | None = None, alpha: float = 0.45, cmap: str = "jet"
-):
+) -> Figure:
     """A matplotlib ``Figure``: the image, then one panel per class with its map over it,
     titled with the class name and probability."""
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
@@ -127,7 +131,7 @@ def explain_figure(
     return fig
 
 
-def plot_explanation(explanation: Explanation, path: str | Path, **kwargs) -> Path:
+def plot_explanation(explanation: Explanation, path: str | Path, **kwargs: Any) -> Path:
     """Write :func:`explain_figure` as a PNG, atomically; ``kwargs`` go to it."""
     return save_figure(explain_figure(explanation, **kwargs), path)
 

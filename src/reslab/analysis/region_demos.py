@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -20,7 +21,7 @@ from reslab.analysis.decision import (
 )
 from reslab.analysis.embeddings import split_class_embedding
 from reslab.analysis.heads import fit_head, head_accuracy, linear_head, vgg_head
-from reslab.data import load_dataset, make_loader
+from reslab.data import TensorImageDataset, load_dataset, make_loader
 from reslab.weights import resolve_model
 
 __all__ = ["check_channels", "eval_batches", "linear_demo", "model_regions", "vgg_demo"]
@@ -109,7 +110,7 @@ def vgg_demo(args, out: Path) -> list[str]:
     data = args.data or "fashion-mnist"
     train = load_dataset(data, "train", data_dir=args.data_dir)
     test = load_dataset(data, "test", data_dir=args.data_dir)
-    if not hasattr(train, "images"):
+    if not isinstance(train, TensorImageDataset) or not isinstance(test, TensorImageDataset):
         raise ValueError(
             f"--head vgg needs a small in-memory data set (fashion-mnist, cifar10), not {data}"
         )
@@ -167,7 +168,7 @@ def model_regions(args, out: Path) -> list[str]:
     emb, labels = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     planes, extent = _planes(args, emb, labels, ds.class_names)
     extent = args.extent or extent
-    fc = model.fc
+    fc: Any = model.fc  # torch.nn's Linear or the scratch twin
     no_bias = nn.Linear(fc.in_features, fc.out_features, bias=False)
     no_bias.weight = fc.weight
     torch.manual_seed(args.seed)

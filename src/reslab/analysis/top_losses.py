@@ -6,6 +6,7 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +14,9 @@ from torch import Tensor, nn
 
 from reslab.analysis.gradcam import eval_mode, gradcam
 from reslab.analysis.overlay import save_figure, show_map
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["TopLoss", "plot_top_losses", "top_losses", "top_losses_figure", "top_losses_records"]
 
@@ -154,7 +158,7 @@ def plot_top_losses(
     items: Sequence[TopLoss],
     class_names: Sequence[str] | None,
     path: str | Path,
-    **kwargs,
+    **kwargs: Any,
 ) -> Path:
     """Write :func:`top_losses_figure` as a PNG, atomically (a temporary file in the same
     folder, then renamed onto ``path``). ``kwargs`` go to :func:`top_losses_figure`."""
@@ -193,7 +197,7 @@ def top_losses_figure(
     ncols: int | None = None,
     alpha: float = 0.45,
     cmap: str = "jet",
-):
+) -> Figure:
     """A matplotlib ``Figure``: a grid of the images with their class maps over them, each
     titled "true / predicted / probability of the prediction".
 

@@ -45,7 +45,7 @@ def _bench_layer_sets(args: argparse.Namespace) -> int:
         )
     get_model_spec(args.spec)  # fail early, with close matches, on a typo
     batch, size = args.batch or 8, args.size or 224
-    variants = {args.layers: (args.layers, None)}
+    variants: dict[str, tuple[str, str | None]] = {args.layers: (args.layers, None)}
     if args.compare:
         ref = "torchvision" if args.compare == "torchvision" else None
         variants[args.compare] = ("torch" if ref else args.compare, ref)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
+from typing import Any
 
 from tqdm import tqdm
 
@@ -16,7 +18,8 @@ __all__ = ["register"]
 
 def cmd_embedding(args: argparse.Namespace) -> int:
     model = resolve_model(args.model)
-    batches, names = (), model.config.data.class_names
+    batches: Iterable[Any] = ()
+    names = model.config.data.class_names
     if args.data:
         ds, batches = eval_batches(model, args.data, args.data_dir, args.limit, args.bs)
         check_channels(model, ds)

@@ -23,6 +23,7 @@ from reslab.inference import (
     fixed_batch,
     get_engine,
 )
+from reslab.models import ResNet
 
 __all__ = [
     "add_calibration_options",
@@ -95,14 +96,14 @@ def calibration_set(args: argparse.Namespace, model: nn.Module):
     return data
 
 
-def calibration_tensor(args: argparse.Namespace, model: nn.Module) -> Tensor:
+def calibration_tensor(args: argparse.Namespace, model: ResNet) -> Tensor:
     """``--calib-images`` images of ``--calib`` DATA as the model sees them (seeded)."""
     data = calibration_set(args, model)
     return calibration_images(data, args.calib_images, model_cfg=model.default_cfg)
 
 
 def engine_runner(
-    args: argparse.Namespace, model: nn.Module, batch: int | None = None
+    args: argparse.Namespace, model: ResNet, batch: int | None = None
 ) -> Runner | None:
     """The runner of ``--engine`` for ``model`` (``None`` for eager: the model itself).
 

@@ -109,10 +109,10 @@ def find_cifar10(data_dir: str | Path | None = None, download_ok: bool = True) -
                         return folder
     if download_ok and not os.environ.get("RESLAB_OFFLINE"):
         try:
-            archive = download(URL, cache_dir("cifar-10-python.tar.gz"), digest=("md5", MD5))
+            fetched = download(URL, cache_dir("cifar-10-python.tar.gz"), digest=("md5", MD5))
         except DownloadError as err:
             raise DataNotFoundError(f"{HOW_TO_GET} (download failed: {err})") from None
-        return extract_archive(archive, digest=("md5", MD5)) / PICKLE_DIR
+        return extract_archive(fetched, digest=("md5", MD5)) / PICKLE_DIR
     raise DataNotFoundError(HOW_TO_GET)
 
 
@@ -140,9 +140,9 @@ def read_cifar10(
         return torch.from_numpy(x.copy()), torch.from_numpy(y), list(classes)
     from reslab.data.folder import read_small_image_folder
 
-    x, y, classes = read_small_image_folder(folder / split, channels=3, progress=progress)
-    if sorted(classes) != sorted(CIFAR10_CLASSES):
-        raise ValueError(f"{folder / split}: expected the 10 CIFAR-10 class folders, got {classes}")
+    images, labels, folders = read_small_image_folder(folder / split, channels=3, progress=progress)
+    if sorted(folders) != sorted(CIFAR10_CLASSES):
+        raise ValueError(f"{folder / split}: expected the 10 CIFAR-10 class folders, got {folders}")
     # Use the official label order (folder order is alphabetical, which happens to agree).
-    remap = torch.tensor([CIFAR10_CLASSES.index(c) for c in classes])
-    return x, remap[y], list(CIFAR10_CLASSES)
+    remap = torch.tensor([CIFAR10_CLASSES.index(c) for c in folders])
+    return images, remap[labels], list(CIFAR10_CLASSES)

@@ -6,11 +6,15 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 import torch
 from torch import Tensor
 
 from reslab.data.images import IMAGE_EXTENSIONS, load_image
+
+if TYPE_CHECKING:
+    from reslab.data.folder import ImageFolderDataset
 
 __all__ = [
     "KNOWN_DATASETS",
@@ -28,6 +32,8 @@ KNOWN_DATASETS = {
     "cifar-10": "cifar10",
 }
 SMALL_IMAGE_MAX = 64  # images up to this side live in memory; larger ones stream from disk
+# What load_dataset returns: the images in memory, or files decoded on demand.
+ImageDataset: TypeAlias = "TensorImageDataset | ImageFolderDataset"
 SPLIT_FOLDERS = {"train": ("train",), "test": ("test", "val", "valid"), "valid": ("valid", "val")}
 
 
@@ -41,7 +47,9 @@ class TensorImageDataset(torch.utils.data.Dataset):
         name: a short description (shown in logs and stored in checkpoints).
     """
 
-    def __init__(self, images: Tensor, labels: Tensor, class_names: Sequence[str], name: str = ""):
+    def __init__(
+        self, images: Tensor, labels: Tensor, class_names: Sequence[str], name: str = ""
+    ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(
                 f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}"
@@ -65,7 +73,8 @@ class TensorImageDataset(torch.utils.data.Dataset):
 
     @property
     def image_size(self) -> tuple[int, int]:
-        return tuple(self.images.shape[2:])
+        height, width = self.images.shape[2:]  # images are (N, C, H, W), checked above
+        return (height, width)
 
     def subset(self, indices: Sequence[int] | Tensor) -> TensorImageDataset:
         idx = torch.as_tensor(indices, dtype=torch.int64)
@@ -102,7 +111,7 @@ def split_indices(n: int, valid_pct: float, seed: int = 0) -> tuple[Tensor, Tens
     return perm[n_valid:].sort().values, perm[:n_valid].sort().values
 
 
-def select_classes(dataset, classes: Sequence[str | int]):
+def select_classes(dataset: ImageDataset, classes: Sequence[str | int]) -> ImageDataset:
     """Keep only ``classes`` (names or label indices), relabelled 0..k-1 in the order given."""
     names = dataset.class_names
     picked: list[int] = []
@@ -143,7 +152,7 @@ def load_dataset(
     on_error: str = "raise",
     download: bool = True,
     progress: bool = True,
-):
+) -> ImageDataset:
     """Load a data set split.
 
     Args:
@@ -211,6 +220,7 @@ def _load_folder(root: Path, split: str, on_error: str, progress: bool):
     if first is None:
         raise ValueError(f"{folder}: no image files found")
     probe = load_image(first)
+    ds: TensorImageDataset | ImageFolderDataset
     if max(probe.shape[1:]) <= SMALL_IMAGE_MAX:
         x, y, names = read_small_image_folder(
             folder, channels=3, progress=progress, on_error=on_error

@@ -42,7 +42,9 @@ HOW_TO_GET = (
     "`apt-get install dataset-fashion-mnist`, or run once online to download them"
 )
 
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_DTYPES: dict[int, str] = {
+    0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"
+}  # fmt: skip
 
 
 def read_idx(path: str | Path) -> np.ndarray:

@@ -8,14 +8,16 @@ what makes N processes with 1/N of the global batch see exactly the single-proce
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from reslab.data.datasets import TensorImageDataset
+from reslab.data.datasets import ImageDataset, TensorImageDataset
 from reslab.data.folder import ImageFolderDataset, mix_seeds
 from reslab.data.transforms import (
+    EvalTransform,
     TrainTransform,
     crop_flip_params,
     eval_transform_from_cfg,
@@ -205,7 +207,7 @@ class FolderLoader:
 
 
 def make_loader(
-    dataset,
+    dataset: ImageDataset,
     batch_size: int,
     *,
     train: bool,
@@ -213,11 +215,11 @@ def make_loader(
     seed: int = 0,
     workers: int = 2,
     image_size: int | None = None,
-    model_cfg: dict | None = None,
+    model_cfg: Mapping[str, Any] | None = None,
     augment: bool = True,
     rank: int = 0,
     world_size: int = 1,
-):
+) -> TensorLoader | FolderLoader:
     """A training (shuffled, augmented, last partial batch dropped) or evaluation loader.
 
     In-memory data sets get a :class:`TensorLoader` (training: pad-and-crop by 1/8 of the
@@ -242,6 +244,7 @@ def make_loader(
     if isinstance(dataset, ImageFolderDataset):
         cfg = dict(model_cfg or {})
         size = image_size or int(cfg.get("input_size", (3, 224, 224))[-1])
+        transform: TrainTransform | EvalTransform
         if train and augment:
             transform = TrainTransform(size, interpolation=cfg.get("interpolation", "bilinear"))
         else:

@@ -70,7 +70,7 @@ class EvalTransform:
         interpolation: ``"bilinear"``, ``"bicubic"`` or ``"nearest"``.
     """
 
-    def __init__(self, size: int, crop_pct: float = 0.875, interpolation: str = "bilinear"):
+    def __init__(self, size: int, crop_pct: float = 0.875, interpolation: str = "bilinear") -> None:
         self.size = int(size)
         self.crop_pct = float(crop_pct)
         self.interpolation = _interp(interpolation)
@@ -99,7 +99,7 @@ class TrainTransform:
         scale: Sequence[float] = (0.35, 1.0),
         ratio: Sequence[float] = (3 / 4, 4 / 3),
         interpolation: str = "bilinear",
-    ):
+    ) -> None:
         self.size = int(size)
         self.scale = tuple(scale)
         self.log_ratio = (math.log(ratio[0]), math.log(ratio[1]))

@@ -8,10 +8,14 @@ refuse an empty set.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from reslab.data.datasets import ImageDataset
 
 __all__ = ["CalibrationError", "calibration_batches", "calibration_images"]
 
@@ -58,7 +62,12 @@ def calibration_batches(
 
 
 def calibration_images(
-    dataset, count: int, *, model_cfg: dict | None = None, seed: int = 0, skip: int = 0
+    dataset: ImageDataset,
+    count: int,
+    *,
+    model_cfg: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    skip: int = 0,
 ) -> Tensor:
     """``count`` images drawn at random (by ``seed``) from ``dataset``, as the model sees them.
 

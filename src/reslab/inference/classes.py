@@ -40,7 +40,7 @@ def restrict_class_index(
             model class indices or names, one per data class.
     """
     n = len(model_classes)
-    by_name = {}
+    by_name: dict[str, int] = {}
     for i, name in enumerate(model_classes):
         by_name.setdefault(_norm(name), i)
     if spec == "auto":

@@ -15,7 +15,7 @@ import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import torch
 from torch import Tensor, nn
@@ -41,12 +41,18 @@ EXPORT_FORMATS = ("onnx", "torchscript")
 METADATA_KEY = "reslab"  # ONNX metadata_props key; TorchScript extra file "reslab.json"
 _TS_EXTRA = "reslab.json"
 _MIN_OPSET = 18  # the torch.export-based exporter's own opset; 17 needs a lossy down-conversion
+_M = TypeVar("_M", bound=nn.Module)
 
 
 # ---------------------------------------------------------------------------- BN folding
-def _layer_types(model: nn.Module) -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+_Types = tuple[type[Any], ...]  # Any: their attributes (eps, running_mean...) are read below
+
+
+def _layer_types(model: nn.Module) -> tuple[_Types, _Types, _Types]:
     """(conv, batch norm, sequential) classes: torch's, plus the model's own layer set's."""
-    convs, bns, seqs = [nn.Conv2d], [nn.BatchNorm2d], [nn.Sequential]
+    convs: list[type[Any]] = [nn.Conv2d]
+    bns: list[type[Any]] = [nn.BatchNorm2d]
+    seqs: list[type[Any]] = [nn.Sequential]
     ls = getattr(model, "layer_set", None)
     if ls is not None:
         convs.append(ls.conv2d)
@@ -65,7 +71,7 @@ def _last_conv(module: nn.Module, convs: tuple, seqs: tuple) -> nn.Module | None
     return None
 
 
-def _conv_bn_pairs(model: nn.Module) -> list[tuple[nn.Module, nn.Module, nn.Module, str]]:
+def _conv_bn_pairs(model: nn.Module) -> list[tuple[Any, Any, nn.Module, str]]:
     """``(conv, bn, bn_parent, bn_name)`` for every BN that directly consumes a conv's output.
 
     reslab builds every such pair in one of two ways, and only these are trusted:
@@ -75,9 +81,11 @@ def _conv_bn_pairs(model: nn.Module) -> list[tuple[nn.Module, nn.Module, nn.Modu
     whose last layer is the conv). A BN that is neither stays as it is: still correct.
     """
     convs, bns, seqs = _layer_types(model)
-    pairs, seen = [], set()
+    pairs: list[tuple[Any, Any, nn.Module, str]] = []
+    seen: set[int] = set()
 
-    def add(conv: nn.Module | None, bn: nn.Module, parent: nn.Module, name: str) -> None:
+    # conv and bn: torch.nn's or the layer set's (the scratch twins have the same attributes)
+    def add(conv: Any, bn: Any, parent: nn.Module, name: str) -> None:
         if conv is None or not isinstance(bn, bns) or id(bn) in seen or id(conv) in seen:
             return
         if bn.running_mean is None or conv.out_channels != bn.num_features:
@@ -100,7 +108,7 @@ def _conv_bn_pairs(model: nn.Module) -> list[tuple[nn.Module, nn.Module, nn.Modu
 
 
 @torch.no_grad()
-def _fold_into(conv: nn.Module, bn: nn.Module) -> None:
+def _fold_into(conv: Any, bn: Any) -> None:  # torch.nn's conv and BN, or the scratch twins
     # float64 so that the folded weights are the closest float32s to the exact product.
     w = conv.weight
     scale = bn.running_var.double().add(bn.eps).rsqrt()
@@ -114,7 +122,7 @@ def _fold_into(conv: nn.Module, bn: nn.Module) -> None:
     conv.bias = nn.Parameter(bias.to(w.dtype), requires_grad=w.requires_grad)
 
 
-def fold_batchnorm(model: nn.Module) -> nn.Module:
+def fold_batchnorm(model: _M) -> _M:
     """An eval-mode copy of ``model`` with each BatchNorm folded into the conv before it.
 
     ``w' = w * gamma / sqrt(var + eps)`` per output channel and
@@ -134,10 +142,15 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     for conv, bn, parent, name in pairs:
         _fold_into(conv, bn)
         setattr(parent, name, identity())
-    folded.folded_batchnorms = getattr(model, "folded_batchnorms", 0) + len(pairs)
+    # A plain attribute (nn.Module's __setattr__ is typed for tensors and modules only).
+    vars(folded)["folded_batchnorms"] = getattr(model, "folded_batchnorms", 0) + len(pairs)
     return folded
 
 
+@overload
+def to_torch_layers(model: ResNet) -> ResNet: ...
+@overload
+def to_torch_layers(model: nn.Module) -> nn.Module: ...
 def to_torch_layers(model: nn.Module) -> nn.Module:
     """``model`` itself if it is built from torch.nn layers, else its torch.nn twin.
 
@@ -317,6 +330,7 @@ def export_onnx(
             dynamic_shapes=dynamic_shapes,
             verbose=False,
         )
+    assert program is not None  # the torch.export-based exporter (dynamo=True) returns one
     program.model.metadata_props[METADATA_KEY] = meta
     path = Path(path)
     atomic_write(path, lambda tmp: program.save(tmp, external_data=False))

@@ -15,8 +15,10 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from reslab.data.datasets import ImageDataset
 from reslab.inference.classes import restrict_class_index
 from reslab.inference.predict import class_names_of
+from reslab.models import ResNet
 
 __all__ = ["environment", "ladder_eval_data", "torchvision_twin"]
 
@@ -45,7 +47,7 @@ def torchvision_twin(model: nn.Module) -> tuple[str, nn.Module] | None:
 
 
 def ladder_eval_data(
-    dataset, model: nn.Module, batch: int, *, limit: int | None = None, seed: int = 0
+    dataset: ImageDataset, model: ResNet, batch: int, *, limit: int | None = None, seed: int = 0
 ) -> EvalData:
     """A function giving ``dataset``'s images as ``model`` sees them, in full batches of
     ``batch``, with labels as the model's class indices (``-1``: padding, not scored).

@@ -80,7 +80,7 @@ def _make_weight_and_bias(module: nn.Module, shape: tuple, bias: bool, factory: 
         module.register_parameter("bias", None)
 
 
-def _reset_weight_and_bias(module: nn.Module) -> None:
+def _reset_weight_and_bias(module: Conv2d | Linear) -> None:
     # torch.nn.Conv2d's and Linear's init: kaiming_uniform(a=sqrt(5)), bias U(+-1/sqrt(fan_in)).
     with torch.no_grad():
         init.kaiming_uniform_(module.weight, a=math.sqrt(5))
@@ -92,6 +92,14 @@ def _reset_weight_and_bias(module: nn.Module) -> None:
 
 class Conv2d(ScratchModule):
     """2-D convolution (:func:`reslab.ops.conv2d`); mirrors :class:`torch.nn.Conv2d`."""
+
+    weight: Tensor
+    bias: Tensor | None
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: str | tuple[int, ...]
+    dilation: tuple[int, ...]
+    output_padding: tuple[int, ...]
 
     def __init__(
         self,
@@ -109,35 +117,34 @@ class Conv2d(ScratchModule):
     ) -> None:
         factory_kwargs = {"device": device, "dtype": dtype}
         super().__init__()
-        kernel_size, stride, dilation = (
+        kernel, strides, dilations = (
             layer_pair(kernel_size),
             layer_pair(stride),
             layer_pair(dilation),
         )
-        if not isinstance(padding, str):
-            padding = layer_pair(padding)
+        pad = padding if isinstance(padding, str) else layer_pair(padding)
         if groups <= 0 or in_channels % groups or out_channels % groups:
             raise ValueError("groups must be positive and divide in_channels and out_channels")
-        if isinstance(padding, str) and padding not in {"same", "valid"}:
-            raise ValueError(f"Invalid padding string {padding!r}, should be 'same' or 'valid'")
-        if padding == "same" and any(s != 1 for s in stride):
+        if isinstance(pad, str) and pad not in {"same", "valid"}:
+            raise ValueError(f"Invalid padding string {pad!r}, should be 'same' or 'valid'")
+        if pad == "same" and any(s != 1 for s in strides):
             raise ValueError("padding='same' is not supported for strided convolutions")
         if padding_mode not in {"zeros", "reflect", "replicate", "circular"}:
             raise ValueError(f"padding_mode must be zeros, reflect, replicate or circular, "
                              f"but got padding_mode='{padding_mode}'")  # fmt: skip
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        self.dilation, self.groups, self.padding_mode = dilation, groups, padding_mode
+        self.kernel_size, self.stride, self.padding = kernel, strides, pad
+        self.dilation, self.groups, self.padding_mode = dilations, groups, padding_mode
         self.transposed, self.output_padding = False, (0, 0)
         # F.pad's (left, right, top, bottom), used by the non-zero padding modes.
-        if padding == "same":
-            top, bottom, left, right = same_padding(kernel_size, dilation)
+        if pad == "same":
+            top, bottom, left, right = same_padding(kernel, dilations)
             self._reversed_padding_repeated_twice = [left, right, top, bottom]
-        elif padding == "valid":
+        elif isinstance(pad, str):  # "valid"
             self._reversed_padding_repeated_twice = [0, 0, 0, 0]
         else:
-            self._reversed_padding_repeated_twice = [p for p in padding[::-1] for _ in (0, 1)]
-        shape = (out_channels, in_channels // groups, *kernel_size)
+            self._reversed_padding_repeated_twice = [p for p in pad[::-1] for _ in (0, 1)]
+        shape = (out_channels, in_channels // groups, *kernel)
         _make_weight_and_bias(self, shape, bias, factory_kwargs)
         self.reset_parameters()
 
@@ -161,7 +168,7 @@ class Conv2d(ScratchModule):
         return s.format(**self.__dict__)
 
     def forward(self, input: Tensor) -> Tensor:
-        padding = self.padding
+        padding: str | tuple[int, ...] | int = self.padding
         if self.padding_mode != "zeros":
             pads = self._reversed_padding_repeated_twice
             input, padding = nn.functional.pad(input, pads, mode=self.padding_mode), 0
@@ -175,6 +182,11 @@ class BatchNorm2d(ScratchModule):
     average over ``num_batches_tracked`` batches) and ``track_running_stats``."""
 
     _version = 2  # as torch's: version 2 added num_batches_tracked
+    weight: Tensor | None
+    bias: Tensor | None
+    running_mean: Tensor | None
+    running_var: Tensor | None
+    num_batches_tracked: Tensor | None
 
     def __init__(
         self,
@@ -214,6 +226,9 @@ class BatchNorm2d(ScratchModule):
 
     def reset_running_stats(self) -> None:
         if self.track_running_stats:
+            # __init__ registers the three buffers whenever running stats are tracked.
+            assert self.running_mean is not None and self.running_var is not None
+            assert self.num_batches_tracked is not None
             self.running_mean.zero_()
             self.running_var.fill_(1)
             self.num_batches_tracked.zero_()
@@ -221,6 +236,7 @@ class BatchNorm2d(ScratchModule):
     def reset_parameters(self) -> None:
         self.reset_running_stats()
         if self.affine:
+            assert self.weight is not None  # __init__ makes the weight when affine
             init.ones_(self.weight)
             if self.bias is not None:
                 init.zeros_(self.bias)
@@ -259,6 +275,9 @@ class BatchNorm2d(ScratchModule):
 
 class Linear(ScratchModule):
     """``x @ W.T + b`` (:func:`reslab.ops.linear`); mirrors :class:`torch.nn.Linear`."""
+
+    weight: Tensor
+    bias: Tensor | None
 
     def __init__(
         self,

@@ -163,6 +163,10 @@ class Sequential(ScratchModule):
     """Modules applied in order; children are named ``"0"``, ``"1"``, … (or by the keys of
     one ``OrderedDict``), so state-dict keys match :class:`torch.nn.Sequential`'s."""
 
+    # nn.Module types _modules' values as Optional; a Sequential holds modules only, and
+    # torch.nn.Sequential narrows the declaration the same way.
+    _modules: dict[str, nn.Module]  # type: ignore[assignment]
+
     def __init__(self, *args: Any) -> None:
         super().__init__()
         if len(args) == 1 and isinstance(args[0], OrderedDict):

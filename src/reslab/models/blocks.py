@@ -299,8 +299,9 @@ def zero_init_last_bn(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, (BasicBlock, Bottleneck)) and m.residual:
             bn = m.last_bn()
-            if getattr(bn, "weight", None) is not None:
-                torch.nn.init.zeros_(bn.weight)
+            weight = getattr(bn, "weight", None)
+            if weight is not None:
+                torch.nn.init.zeros_(weight)
 
 
 @torch.no_grad()

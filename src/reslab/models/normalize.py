@@ -9,6 +9,7 @@ not part of the state dict, so torchvision weights still load 1:1.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -34,6 +35,9 @@ class InputNormalize(nn.Module):
     """
 
     __jit_unused_properties__ = ["normalization", "num_channels"]
+    if TYPE_CHECKING:  # for the type checker only: TorchScript reads class annotations
+        mean: Tensor
+        std: Tensor
 
     def __init__(
         self,
@@ -60,7 +64,8 @@ class InputNormalize(nn.Module):
     @property
     def normalization(self) -> Normalization:
         """The statistics as a frozen config (what the model's :class:`ModelConfig` holds)."""
-        return Normalization(self._stats[0], self._stats[1], scale=self.scale, bgr=self.bgr)
+        mean, std = tuple(self._stats[0]), tuple(self._stats[1])
+        return Normalization(mean, std, scale=self.scale, bgr=self.bgr)
 
     @property
     def num_channels(self) -> int:

@@ -137,7 +137,7 @@ def bench_models(
     for model in models.values():
         model.load_state_dict(first.state_dict())
     x = torch.rand(batch, 3, size, size)
-    results = []
+    results: list[BenchResult] = []
     for mode in modes:
         steps = {label: timed_step(m, x, mode) for label, m in models.items()}
         for step in steps.values():

@@ -18,6 +18,14 @@ from reslab.models.trunk import Backbone, Trunk
 __all__ = ["ResNet"]
 
 
+def _expansion(block: type[nn.Module]) -> int:
+    """A block class's output channels per ``planes`` (its ``expansion``: 1 basic, 4 bottleneck)."""
+    expansion = getattr(block, "expansion", None)
+    if not isinstance(expansion, int):
+        raise TypeError(f"block {block.__qualname__} has no int class attribute 'expansion'")
+    return expansion
+
+
 def _block_name(block: type[nn.Module]) -> str:
     """The registered name of a block class, else ``module:qualname`` (such a model runs, but
     a checkpoint cannot rebuild it: classes are never imported from files)."""
@@ -142,7 +150,7 @@ class ResNet(Trunk):
         strides = arch.stage_strides or (1, *(2,) * (len(layers) - 1))
         self._make_stages(ls, widths, layers, strides, drop_path_rate)
 
-        self.num_features = widths[-1] * self.block.expansion
+        self.num_features = widths[-1] * _expansion(self.block)
         self.avgpool = ls.adaptive_avg_pool2d((1, 1))
         self.flatten = ls.flatten(1)
         self.fc = self._make_classifier(num_classes)
@@ -254,7 +262,7 @@ class ResNet(Trunk):
     def _make_layer(
         self, ls: LayerSet, planes: int, blocks: int, stride: int, rates: Sequence[float]
     ) -> nn.Module:
-        out_planes = planes * self.block.expansion
+        out_planes = planes * _expansion(self.block)
         downsample = None
         if stride != 1 or self.inplanes != out_planes:
             downsample = make_shortcut(ls, self.shortcut, self.inplanes, out_planes, stride)
@@ -289,13 +297,14 @@ class ResNet(Trunk):
         # torchvision's init: He (fan-out) for convs, unit-gamma BNs; the fc keeps
         # nn.Linear's default. "dirac": every conv starts as an identity plus small noise.
         for m in self.modules():
+            layer: Any = m  # the layer set's conv or BN: torch.nn's, or a twin with its attributes
             if isinstance(m, self.layer_set.conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
                 if init == "dirac":
-                    dirac_init_(m.weight, m.groups)
+                    dirac_init_(layer.weight, layer.groups)
             elif isinstance(m, self.layer_set.batch_norm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+                nn.init.ones_(layer.weight)
+                nn.init.zeros_(layer.bias)
         if zero_init_last:
             zero_init_last_bn(self)
 
@@ -318,7 +327,8 @@ class ResNet(Trunk):
     ) -> None:
         """Make the model take ``in_chans``-channel images: the first conv's new weight and the
         normalisation for the new channels (None: the model takes normalised input)."""
-        conv = self.conv1 if hasattr(self.conv1, "weight") else self.conv1[0]
+        stem: Any = self.conv1  # a conv, or the deep stem's Sequential starting with one
+        conv = stem if hasattr(stem, "weight") else stem[0]
         if conv_weight.shape[1] != in_chans or conv_weight.shape[0] != conv.weight.shape[0]:
             raise ValueError(
                 f"conv weight {tuple(conv_weight.shape)} does not fit {in_chans} input channels"

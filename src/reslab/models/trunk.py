@@ -14,6 +14,8 @@ capture it whole. That rules out a few Python habits:
   model's config (a dataclass TorchScript cannot compile).
 """
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.fx
 from torch import Tensor, nn
@@ -49,6 +51,15 @@ class Trunk(nn.Module):
     __constants__ = ["stage_names"]  # TorchScript: a constant, so the loops below fold away
     stage_names: list[str]
     input_chans: int
+    if TYPE_CHECKING:  # for the type checker only: TorchScript reads class annotations
+        num_features: int
+        normalize: nn.Module
+        conv1: nn.Module
+        bn1: nn.Module
+        relu: nn.Module
+        maxpool: nn.Module
+        avgpool: nn.Module
+        flatten: nn.Module
 
     def forward_stem(self, x: Tensor) -> Tensor:
         """Normalisation, stem convolution(s) and max-pool: the input of the first stage."""

@@ -35,7 +35,7 @@ def conv_output_size(size: int, kernel: int, stride: int, pad_total: int, dilati
     return (size + pad_total - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def same_padding(kernel: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, ...]:
+def same_padding(kernel: tuple[int, ...], dilation: tuple[int, ...]) -> tuple[int, int, int, int]:
     # torch's 'same': total d*(k-1) per axis, the odd pixel goes to the bottom/right.
     (kh, kw), (dh, dw) = kernel, dilation
     th, tw = dh * (kh - 1), dw * (kw - 1)

@@ -16,7 +16,7 @@ def pair(value: IntPair, name: str = "argument") -> tuple[int, int]:
         return (values[0], values[0])
     if len(values) != 2:
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 def window_out_size(

@@ -24,7 +24,8 @@ from reslab.runs import names, write_manifest
 __all__ = ["ARMS", "BUDGETS", "DegradationConfig", "degradation_runs", "run_degradation"]
 
 # An arm is a family of networks: the registered name for a depth, and build options.
-ARMS = {
+# arm -> (model name template, TrainConfig options of the arm)
+ARMS: dict[str, tuple[str, dict[str, Any]]] = {
     "plain": ("plain{depth}", {}),
     "residual": ("resnet{depth}", {}),
     "plain-dirac": ("plain{depth}", {"init": "dirac"}),
@@ -147,7 +148,8 @@ class DegradationConfig:
 
     def __post_init__(self) -> None:
         check_options(self)
-        for flag, values in (("--depths", self.depths), ("--arms", self.arms)):
+        lists: list[tuple[str, list[Any]]] = [("--depths", self.depths), ("--arms", self.arms)]
+        for flag, values in lists:
             repeated = sorted({str(v) for v in values if values.count(v) > 1})
             if repeated:  # one run folder each: a repeat would be counted twice in the summary
                 raise ValueError(f"{flag}: {', '.join(repeated)} given more than once")

@@ -89,7 +89,9 @@ def collect_results(exp: ExperimentFolder, recipe: dict[str, Any], finished) -> 
 def _pct(value: float | None, std: float | None = None, n: int = 1) -> str:
     if value is None:
         return "–"
-    return f"{100 * value:.2f} ± {100 * std:.2f}" if n > 1 else f"{100 * value:.2f}"
+    if n > 1 and std is not None:
+        return f"{100 * value:.2f} ± {100 * std:.2f}"
+    return f"{100 * value:.2f}"
 
 
 def results_markdown(results: dict[str, Any]) -> str:

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from reslab.data import TensorImageDataset, load_dataset, make_loader
+from reslab.data.datasets import ImageDataset
 from reslab.models import ResNet
 from reslab.recipes.finetune_config import FinetuneConfig
 from reslab.recipes.options import option_specs
@@ -43,14 +45,20 @@ __all__ = ["FinetuneConfig", "finetune_resume_config", "prepare_model", "run_fin
 
 
 def _datasets(cfg: FinetuneConfig):
-    common = {"data_dir": cfg.data_dir, "classes": cfg.classes, "progress": cfg.progress}
+    common: dict[str, Any] = {
+        "data_dir": cfg.data_dir,
+        "classes": cfg.classes,
+        "progress": cfg.progress,
+    }
     train = load_dataset(cfg.data, "train", valid_pct=cfg.valid_pct, seed=cfg.seed, **common)
     split = "valid" if cfg.valid_pct > 0 else "test"
     valid = load_dataset(cfg.data, split, valid_pct=cfg.valid_pct, seed=cfg.seed, **common)
     return subset(train, cfg.train_limit, cfg.seed), subset(valid, cfg.valid_limit, cfg.seed + 1)
 
 
-def prepare_model(cfg: FinetuneConfig, train_ds, device: torch.device):
+def prepare_model(
+    cfg: FinetuneConfig, train_ds: ImageDataset, device: torch.device
+) -> tuple[ResNet, Callable[[Tensor], Tensor], int]:
     """The pretrained model with a new head for the data's classes, its input size and
     channels set, and the batch transform that feeds it (resize, grey → RGB)."""
     model = resolve_model(cfg.source)
@@ -121,7 +129,7 @@ def run_finetune(
             learn.input_transforms.append(transform)
             if cfg.out:
                 meta = {"finetune_config": cfg.to_dict()}
-                learn.add_cbs([SaveCheckpoint(run.out, cfg.save_every, extra=meta)])
+                learn.add_cbs([SaveCheckpoint(run.folder, cfg.save_every, extra=meta)])
         learn.add_cbs(extra_cbs)
         if cfg.out:
             run.begin()  # every input is checked: only now may --overwrite replace the old run
@@ -162,10 +170,12 @@ def _metrics(
     learn: Learner, run: Run, train_ds, valid_ds, size: int, extra: dict
 ) -> FinetuneMetrics:
     history = learn.recorder.history
-    valid = history[-1] if history else learn.validate()
+    last = history[-1] if history else {}
+    # Measured now when the last epoch has no validation (a callback may end it before).
+    valid = last if "accuracy" in last else learn.validate()
     return FinetuneMetrics(
-        valid_accuracy=valid.get("accuracy"),
-        valid_loss=valid.get("valid_loss"),
+        valid_accuracy=valid["accuracy"],
+        valid_loss=valid["valid_loss"],
         epoch_seconds=[row.get("time") for row in history],
         wall_seconds=round(run.seconds(), 2),
         train_images=len(train_ds),
@@ -199,7 +209,7 @@ def _cached_learner(
     for name, ds in zip(("train", "valid"), datasets):
         meta = _feature_meta(cfg, model, name, ds)
         path = None
-        if cfg.cache_features not in ("memory", "mem"):
+        if cfg.cache_features and cfg.cache_features not in ("memory", "mem"):
             path = Path(cfg.cache_features) / f"features-{name}.safetensors"
         fs = load_features(path, meta) if path else None
         if fs is None:
@@ -231,5 +241,5 @@ def _write_outputs(
         finetune_config=cfg.to_dict(),
         metrics={"valid_accuracy": metrics.valid_accuracy, "valid_loss": metrics.valid_loss},
     )
-    write_metrics(run.out, metrics)
-    write_history(run.out, History(list(history)))
+    write_metrics(run.folder, metrics)
+    write_history(run.folder, History(list(history)))

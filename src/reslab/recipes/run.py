@@ -146,6 +146,13 @@ class Run:
         return time.perf_counter() - self.started
 
     @property
+    def folder(self) -> Path:
+        """The run folder (a ValueError for a run that writes no files)."""
+        if self.out is None:
+            raise ValueError("this run has no output folder")
+        return self.out
+
+    @property
     def writes(self) -> bool:
         """Whether this process writes the run's files."""
         return self.out is not None and self.is_main
@@ -156,23 +163,22 @@ class Run:
         its ledger lists), and the command line is recorded: a failed start leaves the old
         run whole."""
         if self.writes and not self.begun:
-            RunFolder(self.out).begin(self.recipe, self.existing)
-            record_command(self.out, self.dist)
+            RunFolder(self.folder).begin(self.recipe, self.existing)
+            record_command(self.folder, self.dist)
         self.begun = True
         return self
 
     def output(self, name: str) -> Path:
         """``out/name``, claimed in the run's ledger (the file reslab is about to write)."""
-        if self.out is None:
-            raise ValueError("this run has no output folder")
+        out = self.folder
         if not self.begun:
             raise RuntimeError("Run.begin() must come before the run's first file")
-        return claim(self.out / name) if self.writes else self.out / name
+        return claim(out / name) if self.writes else out / name
 
     def write_config(self, options: dict[str, Any]) -> Path | None:
         """The recipe's options as the run's ``config.json`` (main process only)."""
         self.output(names.CONFIG)
-        return write_config(self.out, options) if self.writes else None
+        return write_config(self.folder, options) if self.writes else None
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from reslab.data import TensorImageDataset, load_dataset, make_loader
+from reslab.data.datasets import ImageDataset
 from reslab.files import FolderLock
 from reslab.models import ResNet, get_model_spec
 from reslab.recipes.options import option_specs
@@ -65,7 +66,7 @@ def resume_config(run_dir: str | Path, changes: dict[str, Any] | None = None) ->
     return TrainConfig.from_dict(saved)
 
 
-def subset(ds, limit: int | None, seed: int):
+def subset(ds: ImageDataset, limit: int | None, seed: int) -> ImageDataset:
     """A fixed random subset of ``limit`` samples (the whole data set when it is smaller)."""
     if not limit or limit >= len(ds):
         return ds
@@ -73,9 +74,9 @@ def subset(ds, limit: int | None, seed: int):
     return ds.subset(torch.randperm(len(ds), generator=g)[:limit].sort().values)
 
 
-def load_splits(cfg: TrainConfig, rank: int = 0):
+def load_splits(cfg: TrainConfig, rank: int = 0) -> tuple[ImageDataset, ImageDataset, ImageDataset]:
     """``(train, valid, test)`` data sets; valid is the test split unless ``valid_pct``."""
-    common = {
+    common: dict[str, Any] = {
         "data_dir": cfg.data_dir,
         "classes": cfg.classes,
         "seed": cfg.seed,
@@ -92,15 +93,14 @@ def load_splits(cfg: TrainConfig, rank: int = 0):
     return subset(train, cfg.train_limit, cfg.seed), valid, test
 
 
-def build_model_for_data(cfg: TrainConfig, train_ds, device: torch.device) -> ResNet:
+def build_model_for_data(cfg: TrainConfig, train_ds: ImageDataset, device: torch.device) -> ResNet:
     """The model for this data: class count and names, input channels, and for in-memory small
     images the data set's own normalisation and (for ImageNet-style nets) the small-input stem."""
     spec = get_model_spec(cfg.model)
     overrides: dict[str, Any] = {}
     normalize: Any = True
-    in_memory = isinstance(train_ds, TensorImageDataset)
     native_small = spec.arch.get("small_input", False)
-    if in_memory:
+    if isinstance(train_ds, TensorImageDataset):  # in memory
         mean, std = train_ds.stats()
         normalize = {"mean": mean, "std": [max(s, 1e-3) for s in std]}
         if cfg.small_input != "off" and not native_small:
@@ -121,7 +121,7 @@ def build_model_for_data(cfg: TrainConfig, train_ds, device: torch.device) -> Re
         **overrides,
     )
     changes: dict[str, Any] = {"class_names": tuple(train_ds.class_names)}
-    if in_memory:
+    if isinstance(train_ds, TensorImageDataset):
         if cfg.size and (cfg.size, cfg.size) != tuple(train_ds.image_size):
             raise ValueError(f"--size {cfg.size}: {cfg.data} holds {train_ds.image_size} images")
         changes.update(input_size=(train_ds.num_channels, *train_ds.image_size), crop_pct=1.0)
@@ -200,7 +200,9 @@ def run_training(
         train_ds, valid_ds, test_ds = load_splits(cfg, run.dist.rank)
         model = build_model_for_data(cfg, train_ds, run.device)
         if cfg.sync_bn and run.dist.world_size > 1:
-            model = convert_sync_batchnorm(model, run.device)
+            converted = convert_sync_batchnorm(model, run.device)
+            assert isinstance(converted, ResNet)  # only a BatchNorm root is replaced
+            model = converted
 
         def loader(ds, train: bool):
             return make_loader(
@@ -218,8 +220,8 @@ def run_training(
         run.begin()  # every input is checked: only now may an --overwrite replace the old run
         run.write_config(cfg.to_dict())
         if resume:
-            learn.resume(run.out)
-            learn.lr = read_checkpoint_meta(run.out / names.CHECKPOINT).get("peak_lr", learn.lr)
+            learn.resume(run.folder)
+            learn.lr = read_checkpoint_meta(run.folder / names.CHECKPOINT).get("peak_lr", learn.lr)
         elif cfg.lr_find:
             learn.lr = _run_lr_find(learn, run, use_suggestion=cfg.lr is None)
         # lr_find's suggestion exists only in this process: checkpoints keep it for --resume.
@@ -243,7 +245,7 @@ def _learner(cfg: TrainConfig, run: Run, model, train_dl, valid_dl, train_ds, ex
         device=run.device,
         class_names=train_ds.class_names,
         progress=cfg.progress,
-        cbs=[*_callbacks(cfg, run.out, train_ds), *extra_cbs],
+        cbs=[*_callbacks(cfg, run.folder, train_ds), *extra_cbs],
     )
 
 
@@ -251,7 +253,8 @@ def _fit(learn: Learner, cfg: TrainConfig) -> None:
     if cfg.schedule == "one-cycle":
         learn.fit_one_cycle(cfg.epochs, learn.lr, pct_start=cfg.pct_start)
     elif cfg.schedule == "step":
-        schedule = StepSchedule(learn.lr, tuple(cfg.milestones), warmup=cfg.warmup_epochs)
+        milestones = tuple(cfg.milestones or ())  # (TrainConfig requires them for "step")
+        schedule = StepSchedule(learn.lr, milestones, warmup=cfg.warmup_epochs)
         learn.fit(cfg.epochs, learn.lr, cbs=[schedule])
     else:
         learn.fit(cfg.epochs, learn.lr)
@@ -260,7 +263,7 @@ def _fit(learn: Learner, cfg: TrainConfig) -> None:
 def _run_lr_find(learn: Learner, run: Run, use_suggestion: bool) -> float:
     res = lr_find(learn)
     if run.writes:
-        write_lr_find(run.out, LrFind(res.lrs, res.losses, res.raw_losses, res.suggestion))
+        write_lr_find(run.folder, LrFind(res.lrs, res.losses, res.raw_losses, res.suggestion))
         plot_lr_find(res.lrs, res.losses, res.suggestion, run.output(names.LR_FIND_PNG))
         print(f"lr_find: suggested learning rate {res.suggestion:.3g}")
     return res.suggestion if use_suggestion else learn.lr
@@ -270,6 +273,7 @@ def _finish(cfg: TrainConfig, learn: Learner, test_dl, run: Run, resumed: bool) 
     test = learn.validate(test_dl)
     history = learn.recorder.history
     rates = [row["samples_per_s"] for row in history if row.get("samples_per_s")]
+    train_dl: Any = learn.train_dl  # the training loader, with its data set
     metrics = TrainMetrics(
         test_accuracy=test["accuracy"],
         test_top5=test.get("top5"),
@@ -280,8 +284,8 @@ def _finish(cfg: TrainConfig, learn: Learner, test_dl, run: Run, resumed: bool) 
         samples_per_s=round(statistics.median(rates), 1) if rates else None,
         model=cfg.model,
         data=cfg.data,
-        classes=list(learn.class_names),
-        train_images=len(learn.train_dl.dataset),
+        classes=list(learn.class_names or ()),  # (the training set's: never None here)
+        train_images=len(train_dl.dataset),
         seed=cfg.seed,
         amp=cfg.amp_dtype if cfg.amp else None,
         channels_last=cfg.channels_last,
@@ -296,5 +300,5 @@ def _finish(cfg: TrainConfig, learn: Learner, test_dl, run: Run, resumed: bool) 
             metrics={"test_accuracy": metrics.test_accuracy, "test_loss": metrics.test_loss},
         )
         plot_history(history, run.output(names.CURVES), title=f"{cfg.model} on {cfg.data}")
-        write_metrics(run.out, metrics)
+        write_metrics(run.folder, metrics)
     return metrics

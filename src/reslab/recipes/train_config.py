@@ -178,7 +178,7 @@ class TrainConfig:
             raise ValueError("--schedule step needs --milestones, e.g. 82,123")
         if self.warmup_epochs and self.schedule != "step":
             raise ValueError("--warmup-epochs needs --schedule step (one-cycle warms up itself)")
-        if self.warmup_epochs and self.warmup_epochs >= self.milestones[0]:
+        if self.warmup_epochs and self.milestones and self.warmup_epochs >= self.milestones[0]:
             raise ValueError("--warmup-epochs must end before the first of --milestones")
         if self.loss == "nce" and self.negatives < 1:
             raise ValueError("--loss nce needs --negatives K (K >= 1)")

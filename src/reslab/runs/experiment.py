@@ -16,7 +16,13 @@ from reslab.runs.members import read_json_member
 from reslab.runs.names import RECIPE, RESULTS_JSON, RUNS_DIR
 from reslab.runs.schema import expect_object
 
-__all__ = ["ExperimentFolder", "read_recipe", "read_results", "recipe_changes", "write_results_json"]
+__all__ = [
+    "ExperimentFolder",
+    "read_recipe",
+    "read_results",
+    "recipe_changes",
+    "write_results_json",
+]
 
 
 def read_recipe(folder: str | Path) -> dict[str, Any] | None:

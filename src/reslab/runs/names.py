@@ -91,7 +91,6 @@ RESULT_TABLES = (RESULTS_MD, RESULTS_JSON, RESULTS_CSV)
 RUNS_DIR = "runs"  # one run folder per run: runs/<name>/
 
 
-
 def checkpoint_state_name(epoch: int, batch: int) -> str:
     """The state file that goes with the checkpoint written at ``(epoch, batch)``."""
     return f"checkpoint.train_state-e{epoch:04d}-b{batch:06d}.pt"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from reslab.files import atomic_write_json, atomic_write_text
 from reslab.runs.ledger import claim
@@ -93,7 +93,7 @@ class RunMetrics:
     extra: dict[str, Any] = field(default_factory=dict, kw_only=True)
 
     @classmethod
-    def from_dict(cls, data: Any, path: Path = Path(METRICS)) -> RunMetrics:
+    def from_dict(cls: type[_Metrics], data: Any, path: Path = Path(METRICS)) -> _Metrics:
         data = expect_object(path, data)
         values = check_fields(path, data, cls.FIELDS)
         extra = {k: v for k, v in data.items() if k not in cls.FIELDS}
@@ -102,6 +102,9 @@ class RunMetrics:
     def to_dict(self) -> dict[str, Any]:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return {**{k: v for k, v in values.items() if k != "extra"}, **self.extra}
+
+
+_Metrics = TypeVar("_Metrics", bound=RunMetrics)
 
 
 @dataclass(frozen=True)
@@ -169,8 +172,9 @@ def read_metrics(folder: str | Path) -> TrainMetrics | FinetuneMetrics | None:
     if value is None:
         return None
     value = expect_object(path, value)
-    finetune = "valid_accuracy" in value and "test_accuracy" not in value
-    return (FinetuneMetrics if finetune else TrainMetrics).from_dict(value, path)
+    if "valid_accuracy" in value and "test_accuracy" not in value:  # a fine-tune's
+        return FinetuneMetrics.from_dict(value, path)
+    return TrainMetrics.from_dict(value, path)
 
 
 def write_metrics(folder: str | Path, metrics: RunMetrics) -> Path:
@@ -276,7 +280,6 @@ def append_invocation(folder: str | Path, invocation: Invocation) -> Path:
     log = read_command_log(folder) or CommandLog([])
     calls = [dataclasses.asdict(c) for c in [*log.invocations, invocation]]
     return atomic_write_json(claim(Path(folder) / COMMAND), {"invocations": calls})
-
 
 
 @dataclass(frozen=True)

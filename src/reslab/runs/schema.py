@@ -29,7 +29,10 @@ KINDS: dict[str, FieldKind] = {
     "int": (_int, "an integer"),
     "str": (lambda v: isinstance(v, str), "a string"),
     "bool": (lambda v: isinstance(v, bool), "true or false"),
-    "strs": (lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v), "a list of strings"),
+    "strs": (
+        lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v),
+        "a list of strings",
+    ),
     "numbers": (lambda v: isinstance(v, list) and all(_number(x) for x in v), "a list of numbers"),
     "numbers_or_null": (
         lambda v: isinstance(v, list) and all(x is None or _number(x) for x in v),

@@ -87,7 +87,7 @@ def name_callback_in(err: BaseException, callback: str, event: str) -> None:
     text = str(err.args[0]) if len(err.args) == 1 else (str(err) if err.args else "")
     where = f"callback {callback} failed in {event}"
     err.args = (f"{where}: {text}" if text else f"{where}: {type(err).__name__}",)
-    err.reslab_callback, err.reslab_event = callback, event
+    vars(err).update(reslab_callback=callback, reslab_event=event)
 
 
 # Raised by callbacks on purpose; they pass through the Learner's event dispatch unchanged.

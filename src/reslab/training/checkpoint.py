@@ -53,6 +53,7 @@ STATE_KEY = "reslab_train"
 def get_rng_state() -> dict[str, Any]:
     """Every RNG a training step may draw from: torch (CPU, CUDA), Python, NumPy."""
     np_state = np.random.get_state()
+    assert isinstance(np_state, tuple)  # the global RandomState is MT19937: a legacy tuple
     state = {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
@@ -213,7 +214,7 @@ def resume_learner(learn, path: Path) -> dict[str, Any]:
     return meta
 
 
-def add_checkpoint_meta(learn, **values: Any) -> None:
+def add_checkpoint_meta(learn: Any, **values: Any) -> None:  # a Learner (it imports this module)
     """Store ``values`` (JSON-able) in every checkpoint ``learn``'s :class:`SaveCheckpoint`
     writes from now on: what a resume needs that only this process knows (a suggested LR,
     which fit of a two-fit recipe is running)."""

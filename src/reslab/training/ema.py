@@ -31,7 +31,9 @@ class EMA(Callback):
 
     order = 40
 
-    def __init__(self, decay: float = 0.999, warmup: bool = True, apply_at_end: bool = True):
+    def __init__(
+        self, decay: float = 0.999, warmup: bool = True, apply_at_end: bool = True
+    ) -> None:
         self.decay, self.warmup, self.apply_at_end = decay, warmup, apply_at_end
         self.shadow: dict[str, Tensor] | None = None
         self.updates = 0
@@ -51,6 +53,8 @@ class EMA(Callback):
             }
 
     def after_step(self) -> None:
+        shadow = self.shadow
+        assert shadow is not None  # made by before_fit
         decay = self.decay
         if self.warmup:
             decay = min(decay, (1 + self.updates) / (10 + self.updates))
@@ -58,9 +62,9 @@ class EMA(Callback):
         with torch.no_grad():
             for k, v in self._live().items():
                 if v.is_floating_point():
-                    self.shadow[k].lerp_(v.detach(), 1.0 - decay)
+                    shadow[k].lerp_(v.detach(), 1.0 - decay)
                 else:
-                    self.shadow[k].copy_(v)
+                    shadow[k].copy_(v)
 
     def _swap_in(self) -> None:
         self._backup = {k: v.detach().clone() for k, v in self._live().items()}

@@ -389,11 +389,6 @@ class Learner:
         resume_learner(self, Path(path))
         return self
 
-    @property
-    def pct_train(self) -> float:
-        """Fraction of training done, counting batches (drives the LR schedule)."""
-        return self.train_iter / max(1, self.n_epoch * self.n_iter)
-
 
 def _module_device(model: nn.Module) -> torch.device:
     p = next(itertools.chain(model.parameters(), model.buffers()), None)

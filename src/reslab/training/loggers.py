@@ -6,10 +6,13 @@ import csv
 import io
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reslab.runs import History, claim, write_history
 from reslab.training.callback import Callback
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 __all__ = [
     "CSVLogger",
@@ -62,7 +65,7 @@ class TensorBoardCallback(Callback):
             raise ImportError("TensorBoard logging needs `pip install tensorboard`") from None
         self._writer_cls = SummaryWriter
         self.log_dir = str(log_dir)
-        self.writer = None
+        self.writer: SummaryWriter | None = None
 
     def before_fit(self) -> None:
         if self.learn.is_main:

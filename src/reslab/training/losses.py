@@ -203,6 +203,8 @@ class NegativeSamplingLoss(nn.Module):
         method: negative sampler, see :func:`sample_negatives`.
     """
 
+    probs: Tensor | None  # buffer: the unigram distribution, None for uniform
+
     def __init__(
         self,
         num_negatives: int,

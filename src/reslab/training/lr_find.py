@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sized
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from reslab.training.callback import Callback, CancelEpochException, CancelFitException
 from reslab.training.checkpoint import SaveCheckpoint, get_rng_state, set_rng_state
 from reslab.training.ema import EMA
 from reslab.training.loggers import CSVLogger, TensorBoardCallback
 from reslab.training.stopping import EarlyStopping, TerminateOnNaN
+
+if TYPE_CHECKING:
+    from reslab.training.learner import Learner
 
 __all__ = ["LRFinder", "LRFindResult", "lr_find", "suggest_lr"]
 
@@ -85,7 +90,14 @@ class LRFinder(Callback):
 
     order = -5
 
-    def __init__(self, start_lr=1e-7, end_lr=10.0, num_it=100, beta=0.98, stop_div=4.0):
+    def __init__(
+        self,
+        start_lr: float = 1e-7,
+        end_lr: float = 10.0,
+        num_it: int = 100,
+        beta: float = 0.98,
+        stop_div: float = 4.0,
+    ) -> None:
         self.start_lr, self.end_lr, self.num_it = start_lr, end_lr, num_it
         self.beta, self.stop_div = beta, stop_div
         self.lrs: list[float] = []
@@ -119,11 +131,13 @@ class LRFinder(Callback):
         raise CancelEpochException  # the sweep never validates; it goes on to the next epoch
 
 
-def lr_find(learn, start_lr=1e-7, end_lr=10.0, num_it=100) -> LRFindResult:
+def lr_find(
+    learn: Learner, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100
+) -> LRFindResult:
     """Run the sweep on ``learn`` and put model, optimizer and callbacks back as they were."""
-    learn.ensure_opt()
+    opt = learn.ensure_opt()
     model_state = copy.deepcopy(learn.model.state_dict())
-    opt_state = copy.deepcopy(learn.opt.state_dict())
+    opt_state = copy.deepcopy(opt.state_dict())
     rng = get_rng_state()
     counters = (learn.step, learn.epoch, learn.iter, learn.train_iter, learn.epochs_done)
     # Only the sweep runs: loggers, checkpoints and averages must not see it.
@@ -133,20 +147,23 @@ def lr_find(learn, start_lr=1e-7, end_lr=10.0, num_it=100) -> LRFindResult:
     states = [(cb, copy.deepcopy(cb.state_dict())) for cb in learn.cbs if cb not in hidden]
     learn.remove_cbs(hidden)
     nan_checks = [cb for cb in learn.cbs if isinstance(cb, TerminateOnNaN)]
-    for cb in nan_checks:
-        cb.enabled = False
+    for check in nan_checks:
+        check.enabled = False
     finder = LRFinder(start_lr, end_lr, num_it)
+    if not isinstance(learn.train_dl, Sized):  # (also None: no training data)
+        raise TypeError("lr_find needs a Learner whose training loader has a len()")
     n_epoch = max(1, math.ceil(num_it / max(1, len(learn.train_dl))))
     try:
         learn.run_fit(n_epoch, [finder])
     finally:
         learn.model.load_state_dict(model_state)
-        learn.opt.load_state_dict(opt_state)
+        if learn.opt is not None:  # (made above; a fit keeps it)
+            learn.opt.load_state_dict(opt_state)
         for cb, state in states:
             cb.load_state_dict(state)
         learn.add_cbs(hidden)
-        for cb in nan_checks:
-            cb.enabled = True
+        for check in nan_checks:
+            check.enabled = True
         learn.step, learn.epoch, learn.iter, learn.train_iter, learn.epochs_done = counters
         set_rng_state(rng)
     if not finder.lrs:

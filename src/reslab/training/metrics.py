@@ -82,9 +82,6 @@ class EvalResult:
     confusion: Tensor  # (true, predicted) counts
     class_names: list[str] | None = field(default=None)
 
-    def per_class_accuracy(self) -> Tensor:
-        return self.confusion.diag().double() / self.confusion.sum(1).clamp_min(1).double()
-
 
 def evaluate(
     model: nn.Module,
@@ -95,7 +92,7 @@ def evaluate(
     class_names: Sequence[str] | None = None,
     device: str | torch.device | None = None,
     amp: bool = False,
-    input_transform=None,
+    input_transform: Callable[[Tensor], Tensor] | None = None,
     runner: Callable[[Tensor], Tensor] | None = None,
 ) -> EvalResult:
     """Accuracy, top-5, cross-entropy and a confusion matrix of ``model`` over ``loader``.
@@ -144,6 +141,7 @@ def evaluate(
             confusion += torch.bincount(flat, minlength=confusion.numel()).view_as(confusion)
     if count == 0:
         raise ValueError("evaluate: the loader yielded no samples")
+    assert confusion is not None  # made at the first batch, and there was one
     return EvalResult(
         accuracy=correct / count,
         top5=top5 / count,

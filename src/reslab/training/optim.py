@@ -21,7 +21,8 @@ def param_groups(model: nn.Module, wd: float) -> list[dict]:
     it regularises nothing and slows training. Frozen parameters (``requires_grad`` False)
     are left out entirely.
     """
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     seen: set[int] = set()
     for p in model.parameters():
         if not p.requires_grad or id(p) in seen:

@@ -63,8 +63,10 @@ class MixedPrecision(Callback):
             self.scaler = None
 
     def _scaled_step(self) -> None:
-        self.scaler.step(self.learn.opt)
-        self.scaler.update()
+        scaler = self.scaler
+        assert scaler is not None  # attach() installs this step together with the scaler
+        scaler.step(self.learn.opt)
+        scaler.update()
 
     def after_loss(self) -> None:
         if self.scaler is not None and self.learn.training:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reslab.training.callback import Callback
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 __all__ = [
     "ProgressCallback",
@@ -24,6 +27,9 @@ class ProgressCallback(Callback):
     """
 
     order = 60
+    ebar: tqdm[Any] | None  # the epochs bar, on the main process while fitting
+    bbar: tqdm[Any] | None  # the batches bar, while an epoch trains
+    _smooth: float | None  # the bar's smoothed batch loss
 
     def before_fit(self) -> None:
         from tqdm.auto import tqdm

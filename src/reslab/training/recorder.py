@@ -82,7 +82,7 @@ class Recorder(Callback):
         st = self._epoch_state
         row: dict[str, Any] = {"epoch": self.learn.epochs_done + self.learn.epoch + 1}
         row["train_loss"] = st["loss_sum"] / st["n"] if st["n"] else float("nan")
-        correct, scored = self._pooled(st.get("correct", 0), st.get("scored", 0))
+        correct, scored = self._pooled(int(st.get("correct", 0)), int(st.get("scored", 0)))
         if scored:
             row["train_accuracy"] = correct / scored
         row.update(self.learn.valid_results)

@@ -7,6 +7,7 @@ a resumed run recomputes exactly the value the uninterrupted run would have used
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from reslab.training.callback import Callback
 
@@ -62,7 +63,12 @@ class OneCycleSchedule(Callback):
         moms: tuple[float, float] = (0.95, 0.85),
     ) -> None:
         self.max_lr = max_lr
-        self.kwargs = {"div": div, "div_final": div_final, "pct_start": pct_start, "moms": moms}
+        self.kwargs: dict[str, Any] = {
+            "div": div,
+            "div_final": div_final,
+            "pct_start": pct_start,
+            "moms": moms,
+        }
 
     def values(self, step: int) -> tuple[float, float]:
         total = self.learn.n_epoch * self.learn.n_iter

@@ -43,7 +43,9 @@ class EarlyStopping(Callback):
 
     order = 95  # after SaveCheckpoint (90): the last epoch is saved before stopping
 
-    def __init__(self, monitor: str = "valid_loss", patience: int = 3, min_delta: float = 0.0):
+    def __init__(
+        self, monitor: str = "valid_loss", patience: int = 3, min_delta: float = 0.0
+    ) -> None:
         self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
         self.sign = -1.0 if "loss" in monitor else 1.0  # losses fall, accuracies rise
         self.best = -math.inf

@@ -64,7 +64,7 @@ def extract_features(
     horizontally mirrored images (a second view for augmentation and test-time averaging)."""
     from tqdm.auto import tqdm
 
-    backbone = model.backbone if hasattr(model, "backbone") else model
+    backbone = getattr(model, "backbone", model)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

@@ -34,7 +34,8 @@ def discriminative_groups(model: nn.Module, wd: float, lr_mult: float) -> list[d
     last = len(stages) - 1
     for i, group in enumerate(stages):
         scale = lr_mult ** (-(last - i) / last) if lr_mult != 1 else 1.0
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for p in (p for module in group for p in module.parameters()):
             if p.requires_grad and id(p) not in seen:
                 seen.add(id(p))
@@ -78,7 +79,7 @@ def fine_tune(
     unfreeze(learn.model)
     learn.param_groups = discriminative_param_groups(lr_mult)
     add_checkpoint_meta(learn, phase="unfrozen")
-    if phase == "unfrozen":
+    if phase == "unfrozen" and resume:  # (a phase is only read from a resume)
         learn.epochs_done = freeze_epochs
         learn.resume(resume)
     if epochs > 0:

@@ -9,6 +9,8 @@ a way that survives the ``model.train()`` a training loop calls each epoch.
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 __all__ = ["freeze", "is_batchnorm", "layer_groups", "trainable_summary", "unfreeze"]
@@ -16,8 +18,9 @@ __all__ = ["freeze", "is_batchnorm", "layer_groups", "trainable_summary", "unfre
 
 def layer_groups(model: nn.Module) -> list[list[nn.Module]]:
     """The model split for discriminative LRs: stem, each stage, head (input to output)."""
-    stem = [getattr(model, n) for n in ("normalize", "conv1", "bn1") if hasattr(model, n)]
-    return [stem, *[[s] for s in model.stages], [model.fc]]
+    net: Any = model  # a ResNet, or any module with its ``stages`` and ``fc``
+    stem = [getattr(net, n) for n in ("normalize", "conv1", "bn1") if hasattr(net, n)]
+    return [stem, *[[s] for s in net.stages], [net.fc]]
 
 
 def is_batchnorm(m: nn.Module) -> bool:
@@ -33,8 +36,7 @@ def _pin_bn(bn: nn.Module) -> None:
     # An instance attribute shadows nn.Module.train, so model.train() (which calls train()
     # on every child) leaves this BN in eval mode: its running statistics stay frozen.
     bn.eval()
-    bn.train = _stay_in_eval.__get__(bn)
-    bn.reslab_frozen_bn = True
+    bn.__dict__.update(train=_stay_in_eval.__get__(bn), reslab_frozen_bn=True)
 
 
 def _release_bn(bn: nn.Module) -> None:

@@ -4,6 +4,7 @@ feeds a pretrained model images of another size or channel count."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -27,11 +28,13 @@ def adapt_to_grayscale(model: ResNet) -> ResNet:
     """
     if model.in_chans != 3:
         raise ValueError(f"adapt_to_grayscale needs a 3-channel model, got {model.in_chans}")
-    deep_stem = not hasattr(model.conv1, "weight")
-    conv, bn = (model.conv1[0], model.conv1[1]) if deep_stem else (model.conv1, model.bn1)
+    stem: Any = model.conv1  # a conv, or the deep stem's Sequential (conv, BN, ...)
+    deep_stem = not hasattr(stem, "weight")
+    bn: Any  # the BatchNorm after that conv
+    conv, bn = (stem[0], stem[1]) if deep_stem else (stem, model.bn1)
     norm = model.normalize
     normalized = isinstance(norm, InputNormalize)
-    if normalized:
+    if isinstance(norm, InputNormalize):
         cfg = norm.config()
         mean = torch.tensor(cfg["mean"], dtype=torch.float64)
         std = torch.tensor(cfg["std"], dtype=torch.float64)

@@ -82,7 +82,7 @@ class WeightTag:
         path = self.local_path()
         if path is not None:
             return path.is_file()
-        return cached_url_path(self.url, self.sha256).is_file()
+        return self.url is not None and cached_url_path(self.url, self.sha256).is_file()
 
     def fetch(self) -> Path:
         """The weights file, downloading (and verifying) it first if needed."""

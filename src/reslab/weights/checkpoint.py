@@ -128,7 +128,8 @@ def load_checkpoint(path: str | Path, *, layers: str | None = None) -> ResNet:
     model = ResNet.from_config(config, layer_set)
     model.load_state_dict(read_state_dict(path))
     state = header.get("state", {})
-    model.checkpoint_state = state if isinstance(state, dict) else {}
+    # A plain attribute (nn.Module's __setattr__ is typed for tensors and modules only).
+    vars(model)["checkpoint_state"] = state if isinstance(state, dict) else {}
     return model
 
 

@@ -79,10 +79,11 @@ def download_weights(url: str, *, sha256: str | None = None, progress: bool = Tr
     """
     base, url_sha, prefix = parse_url_checksum(url)
     sha256 = (sha256 or url_sha or "").lower() or None
-    if sha256 is None and prefix is None:
+    expected = sha256 if sha256 is not None else prefix  # the full digest, else the prefix
+    if expected is None:
         raise WeightsError(f"{url}: a weights URL needs a checksum; append '#sha256=<64 hex>'")
     dest = cached_url_path(url, sha256)
-    digest = ("sha256", sha256) if sha256 else ("sha256", prefix)
+    digest = ("sha256", expected)
     try:
         return download(base, dest, digest=digest, prefix_only=sha256 is None, progress=progress)
     except DownloadError as err:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import datetime
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import nn
 
 from reslab.analysis.report.environment import environment
 from reslab.analysis.report.evaluate import analyze, load_test_data
@@ -21,7 +21,9 @@ from reslab.analysis.report.facts import collect_run
 from reslab.analysis.report.html import page
 from reslab.analysis.report.model_page import model_sections
 from reslab.analysis.report.run_page import run_sections
+from reslab.data.datasets import ImageDataset
 from reslab.files import atomic_write_text
+from reslab.models import ResNet
 from reslab.runs import RunFolder, claim, find_experiment, names
 from reslab.version import __version__
 from reslab.weights import load_checkpoint
@@ -81,15 +83,17 @@ def build_report(
     else:
         model = load_checkpoint(facts.model_path)
         model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        options = {"limit": limit, "top": top, "method": method, "layer": layer}
-        analysis = analyze(model, dataset, data=str(facts.config["data"]), **options)
+        analysis = analyze(
+            model, dataset, data=str(facts.config["data"]), limit=limit, top=top, method=method,
+            layer=layer,
+        )  # fmt: skip
     subtitle = f"{facts.recipe} run · {folder.resolve().name}"
     return page(facts.title, subtitle, run_sections(facts, analysis, error, here), _footer())
 
 
 def build_model_report(
-    model: nn.Module,
-    dataset,
+    model: ResNet,
+    dataset: ImageDataset,
     *,
     spec: str,
     data: str,
@@ -97,7 +101,7 @@ def build_model_report(
     argv: Sequence[str] | None = None,
     class_index: Sequence[int] | None = None,
     class_names: Sequence[str] | None = None,
-    **options,
+    **options: Any,
 ) -> str:
     """The HTML report of ``model`` (named ``spec``) on ``dataset`` (named ``data``,
     ``split``): the model, the command (``argv``), per-class accuracy, confusion matrix and
@@ -113,7 +117,7 @@ def build_model_report(
     return page(title, f"model report · {split} split", sections, _footer())
 
 
-def write_report(folder: str | Path, out: str | Path | None = None, **options) -> Path:
+def write_report(folder: str | Path, out: str | Path | None = None, **options: Any) -> Path:
     """Build the report of ``folder`` (:func:`build_report`, ``options`` go to it) and write
     it atomically to ``out`` (default ``FOLDER/report.html``)."""
     html = build_report(folder, **options)

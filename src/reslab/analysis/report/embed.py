@@ -81,11 +81,12 @@ def array_png(pixels: np.ndarray, *, min_side: int = 0, max_side: int | None = N
     short = max(1, min(image.size))
     factor = max(1, -(-min_side // short))
     if factor > 1:
-        image = image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+        size = (image.width * factor, image.height * factor)
+        image = image.resize(size, Image.Resampling.NEAREST)
     elif max_side is not None and short > max_side:
         scale = max_side / short
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = image.resize(size, Image.LANCZOS)
+        image = image.resize(size, Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     image.save(buf, format="PNG", optimize=True)
     return buf.getvalue()

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from reslab.analysis.top_losses import TopLoss, top_losses
 from reslab.data import TensorImageDataset, load_dataset, make_loader
+from reslab.models import ResNet
 from reslab.training import evaluate
 from reslab.transfer import resize_and_repeat
 
@@ -60,13 +61,13 @@ def load_test_data(config: dict[str, Any]):
     )  # fmt: skip
 
 
-def analyze_test_set(model: nn.Module, config: dict[str, Any], **options) -> EvalAnalysis:
+def analyze_test_set(model: ResNet, config: dict[str, Any], **options: Any) -> EvalAnalysis:
     """:func:`analyze` on the test data of ``config`` (a run's ``config.json``)."""
     return analyze(model, load_test_data(config), data=str(config["data"]), **options)
 
 
 def analyze(
-    model: nn.Module,
+    model: ResNet,
     ds,
     *,
     data: str = "",
@@ -123,7 +124,7 @@ def analyze(
     )  # fmt: skip
 
 
-def _input_transform(model: nn.Module, ds) -> Callable[[Tensor], Tensor] | None:
+def _input_transform(model: ResNet, ds) -> Callable[[Tensor], Tensor] | None:
     """In-memory images at another size than the model's input (a fine-tuned model), or
     grey images for an RGB model: resized / repeated as the fine-tuning recipe fed them."""
     if ds.num_channels not in (1, model.in_chans):

@@ -112,10 +112,11 @@ def convert_keras_resnet(
     """
     configs = keras_layer_configs(topology or {})
     layers = _group_by_layer(tensors)
-    targets = {name: _layer_target(name) for name in layers}
-    unknown = sorted(name for name, t in targets.items() if t is None)
+    found = {name: _layer_target(name) for name in layers}
+    unknown = sorted(name for name, t in found.items() if t is None)
     if unknown:
         raise WeightsError(f"not a Keras ResNet: unexpected layers {', '.join(unknown[:6])}")
+    targets = {name: t for name, t in found.items() if t is not None}
     _check_v1(configs)
     conv_bias: dict[str, Tensor] = {}
     state: dict[str, Tensor] = {}
