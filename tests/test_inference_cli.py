@@ -235,6 +235,16 @@ def test_quantize_needs_onnx_and_calib_needs_an_int8_engine(fm, capsys, tmp_path
     assert "only used by the int8 engines" in _one_line_error(capsys)
 
 
+def test_calib_without_quantize_says_it_is_for_quantize(fm, capsys, tmp_path):
+    out = tmp_path / "m.onnx"
+    argv = ["export", SPEC, "--format", "onnx", "--out", str(out), *fm["calib"]]
+    assert main(argv) == 2
+    line = _one_line_error(capsys)
+    assert "--calib is only used by --quantize int8" in line, line
+    assert "not by a --format onnx export without --quantize" in line, line
+    assert not out.exists()
+
+
 # ---------------------------------------------------------------------------- helpers
 def test_fixed_batch_pads_short_batches_and_splits_long_ones():
     seen = []

@@ -111,7 +111,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise CliError(f"unknown format {args.format!r}; expected onnx or torchscript")
     if args.quantize and fmt != "onnx":
         raise CliError("--quantize int8 writes ONNX: use --format onnx")
-    require_calibration(args, bool(args.quantize), "--quantize int8")
+    what = "--quantize int8" if args.quantize else f"a --format {fmt} export without --quantize"
+    require_calibration(args, bool(args.quantize), what, used_by="--quantize int8")
     if args.out:
         check_output_file(args.out, inputs=[args.spec])
     model = to_torch_layers(resolve_model(args.spec)).eval()

@@ -43,7 +43,6 @@ __all__ = [
     "Engine",
     "EngineUnavailable",
     "Runner",
-    "available_engines",
     "fast_model",
     "fixed_batch",
     "get_engine",
@@ -267,11 +266,6 @@ def get_engine(name: str) -> Engine:
         if engine.name == name:
             return engine
     raise ValueError(f"unknown engine {name!r}; expected one of {', '.join(ENGINE_NAMES)}")
-
-
-def available_engines(device: str | torch.device = "cpu") -> dict[str, str]:
-    """Every engine's name → ``""`` if this machine can run it, else why not."""
-    return {e.name: e.available(device)[1] for e in _ENGINES}
 
 
 def fixed_batch(run: Runner, batch: int) -> Runner:
