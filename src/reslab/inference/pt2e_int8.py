@@ -8,6 +8,10 @@ output node". Strict capture records every call on its own. BatchNorm is folded 
 ``prepare_pt2e`` itself; weights are per-channel symmetric int8, activations per-tensor uint8
 (what oneDNN's VNNI kernels take); the result is meant to be run under ``torch.compile``
 with frozen weights, where inductor lowers the quantised patterns to oneDNN int8 kernels.
+
+Strict ``torch.export`` in torch 2.14 calls ``torch._dynamo.reset()``: :func:`quantize` throws
+away everything ``torch.compile`` has compiled in this process, and a compiled model made
+before it compiles again on its next call (the ladder therefore warms up after it).
 """
 
 from __future__ import annotations
