@@ -91,7 +91,7 @@ def test_a_reference_module_is_its_own_row_timed_with_the_rungs(one_thread):
     assert "twin" in format_ladder(ladder)
 
 
-# ---------------------------------------------------------------------------- no compiling while timed
+# ------------------------------------------------------------------ no compiling while timed
 def _tiny() -> torch.nn.Module:
     torch.manual_seed(0)
     nn = torch.nn
