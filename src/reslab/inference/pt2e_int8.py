@@ -6,8 +6,10 @@ records a ReLU module that a block calls two or three times (torchvision's Bottl
 source with several outputs, and the quantizer stops with "Input partition has more than one
 output node". Strict capture records every call on its own. BatchNorm is folded by
 ``prepare_pt2e`` itself; weights are per-channel symmetric int8, activations per-tensor uint8
-(what oneDNN's VNNI kernels take); the result is meant to be run under ``torch.compile``
-with frozen weights, where inductor lowers the quantised patterns to oneDNN int8 kernels.
+(what oneDNN's VNNI kernels take), with 7 bits instead of 8 (``reduce_range``) on x86 CPUs
+without VNNI, whose oneDNN kernels sum u8×s8 pairs in 16 bits (:mod:`reslab.inference.cpu_int8`).
+The result is meant to be run under ``torch.compile`` with frozen weights, where inductor
+lowers the quantised patterns to oneDNN int8 kernels.
 
 Strict ``torch.export`` in torch 2.14 calls ``torch._dynamo.reset()``: :func:`quantize` throws
 away everything ``torch.compile`` has compiled in this process, and a compiled model made
@@ -33,13 +35,16 @@ def missing_packages() -> str | None:
     return None
 
 
-def quantize(model: nn.Module, example: Tensor, calib: list[Tensor]) -> nn.Module:
+def quantize(
+    model: nn.Module, example: Tensor, calib: list[Tensor], *, reduce_range: bool = False
+) -> nn.Module:
     """An int8 (simulated until compiled) copy of eval-mode ``model``, calibrated on ``calib``.
 
     Args:
         model: an eval-mode model built from torch.nn layers (not modified).
         example: an input batch (its C, H, W are fixed; the batch stays free).
         calib: non-empty list of 0–1 image batches of the data the model is for.
+        reduce_range: 7-bit activations (0..127), for x86 CPUs without VNNI.
     """
     import torch
     from torchao.quantization.pt2e import move_exported_model_to_eval
@@ -57,7 +62,7 @@ def quantize(model: nn.Module, example: Tensor, calib: list[Tensor]) -> nn.Modul
             model, (example.contiguous(),), dynamic_shapes=({0: batch},), strict=True
         )
     quantizer = X86InductorQuantizer()
-    quantizer.set_global(get_default_x86_inductor_quantization_config())
+    quantizer.set_global(get_default_x86_inductor_quantization_config(reduce_range=reduce_range))
     prepared = prepare_pt2e(program.module(), quantizer)
     with torch.no_grad():
         for images in calib:
