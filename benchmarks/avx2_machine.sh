@@ -36,8 +36,9 @@ from imagenette_data import imagenette_root; print(imagenette_root())')
 flock "$LOCK" "$PY" benchmarks/int8_emulated.py prepare "$WORK" --spec resnet50_v1@keras-imagenet \
     --data "$NETTE" --calib "$NETTE" --limit 400 --calib-images 128
 flock "$LOCK" "$PY" benchmarks/int8_emulated.py onnx "$WORK" --threads 2 --tag avx2-native
-flock "$LOCK" "$PY" benchmarks/int8_emulated.py pt2e "$WORK" --threads 2 --tag avx2-native
-flock "$LOCK" "$PY" benchmarks/int8_emulated.py pt2e "$WORK" --threads 2 --tag avx2-native --reduce-range
+for bits in "--weight-bits 8" "--weight-bits 7" "--activation-bits 7"; do
+    flock "$LOCK" "$PY" benchmarks/int8_emulated.py pt2e "$WORK" --threads 2 --tag avx2-native $bits
+done
 mkdir -p "$RESULTS/int8-emulated/avx2-native"
 cp "$WORK"/*.json "$RESULTS/int8-emulated/avx2-native/"
 "$PY" benchmarks/int8_emulated.py table "$WORK"

@@ -10,7 +10,7 @@ Only accuracy means anything under emulation: every instruction is emulated, so 
     qemu-x86_64 -cpu Haswell-v4 .venv/bin/python benchmarks/int8_emulated.py onnx WORK
     # 3. emulated: the PT2E int8 rung (export, calibration, compile and evaluation all emulated)
     qemu-x86_64 -cpu Haswell-v4 .venv/bin/python benchmarks/int8_emulated.py pt2e WORK \\
-        --reduce-range
+        --weight-bits 7 [--activation-bits 7]
     # 4. natively: the table
     python benchmarks/int8_emulated.py table WORK
 
@@ -160,7 +160,8 @@ def pt2e(args: argparse.Namespace) -> None:
     calib = list(torch.load(work / "calib.pt", weights_only=True).split(BATCH))
     model = to_torch_layers(resolve_model(spec)).eval()
     start = time.perf_counter()
-    quantized = pt2e_int8.quantize(model, images[:2], calib, reduce_range=args.reduce_range)
+    bits = {"weight_bits": args.weight_bits, "activation_bits": args.activation_bits}
+    quantized = pt2e_int8.quantize(model, images[:2], calib, **bits)
     run = torch.compile(quantized, dynamic=False)  # as the int8 engine does: frozen weights
     with torch.no_grad(), config.patch(freezing=True):
         x = images[:BATCH].contiguous(memory_format=torch.channels_last)
@@ -172,10 +173,10 @@ def pt2e(args: argparse.Namespace) -> None:
                 for i in range(0, len(images), BATCH)
             ]
         )
-    row = {"engine": "int8 (PT2E)", "reduce_range": args.reduce_range}
+    row = {"engine": "int8 (PT2E)", **bits}
     row |= _scores(logits.float().numpy(), labels, fp32)
     row["prepare_seconds_emulated_meaningless"] = prepared
-    name = f"pt2e-{'7bit' if args.reduce_range else '8bit'}-{args.tag}.json"
+    name = f"pt2e-w{args.weight_bits}a{args.activation_bits}-{args.tag}.json"
     _save(work, name, {"torch": torch.__version__, "cpu_seen": _cpu_seen(), "row": row})
 
 
@@ -194,7 +195,7 @@ def table(args: argparse.Namespace) -> None:
                 option = "x64quantprecision=1" if r["session.x64quantprecision"] else "-"
             else:
                 rung, option = "int8 (PT2E)", "-"
-                quant = "7-bit activations" if r["reduce_range"] else "8-bit activations"
+                quant = f"{r['weight_bits']}-bit weights, {r['activation_bits']}-bit activations"
             change = 100 * (r["top1"] - r["fp32_top1"])
             print(
                 f"| {path.stem} | {rung} | {quant} | {option} | {100 * r['top1']:.2f} % | "
@@ -220,7 +221,8 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--threads", type=int, default=1)
         p.add_argument("--tag", default="emulated-haswell", help="names the result file")
         if step == "pt2e":
-            p.add_argument("--reduce-range", action="store_true")
+            p.add_argument("--weight-bits", type=int, choices=(7, 8), default=8)
+            p.add_argument("--activation-bits", type=int, choices=(7, 8), default=8)
     p = sub.add_parser("table")
     p.add_argument("work")
     args = parser.parse_args(argv)

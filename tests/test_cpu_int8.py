@@ -1,7 +1,7 @@
 """The int8 arithmetic chosen per CPU class, with the CPU's flags mocked: x86 CPUs without
-VNNI (AVX2, AVX-512 without VNNI, SSE4.1) get one bit less, so that 16-bit pair sums cannot
+VNNI (AVX2, AVX-512 without VNNI, SSE4.1) get 7-bit weights, so that 16-bit pair sums cannot
 saturate; VNNI/AMX and ARM keep 8 bits. Checked in what the choice does: the integer weights
-written into the ONNX file (read back with onnx), the activation range of the PT2E graph, the
+written into the ONNX file (read back with onnx), the weight range of the PT2E graph, the
 file's metadata and ``reslab export``'s output. With ``qemu-x86_64`` installed, a slow test
 runs the files on an emulated AVX2 CPU and sees the 8-bit one saturate and the 7-bit one not.
 """
@@ -43,18 +43,17 @@ def test_each_cpu_class_gets_its_int8_arithmetic(name):
     cpu = cpu_int8(flags.split(), machine="x86_64")
     assert cpu.cpu_class == cpu_class and cpu.saturates is fewer_bits
     choice = int8_choice("this", cpu)
-    assert choice.reduce_range is fewer_bits
-    assert ("7-bit" in choice.onnx_weights) is fewer_bits
-    assert ("7-bit" in choice.pt2e_activations) is fewer_bits
+    assert choice.weight_bits == (7 if fewer_bits else 8)
+    assert ("7-bit" in choice.weights) is fewer_bits
     # Made for another target, the machine's own class does not matter.
-    assert int8_choice("any", cpu).reduce_range and not int8_choice("vnni", cpu).reduce_range
+    assert int8_choice("any", cpu).weight_bits == 7 and int8_choice("vnni", cpu).weight_bits == 8
     assert choice.to_dict()["cpu"]["class"] == cpu_class
 
 
 def test_arm_keeps_8_bits_and_unknown_targets_are_refused():
     arm = cpu_int8(["asimd", "asimddp"], machine="aarch64")
     assert arm.cpu_class == "aarch64" and not arm.saturates
-    assert not int8_choice("this", arm).reduce_range
+    assert int8_choice("this", arm).weight_bits == 8
     with pytest.raises(ValueError, match="expected one of"):
         int8_choice("avx2", arm)
 
@@ -123,7 +122,7 @@ def test_the_onnx_file_holds_weights_of_the_chosen_width(target, bound, small, f
     peak = max(int(np.abs(w.astype(np.int16)).max()) for w in weights)
     assert peak == bound  # per-channel symmetric: each channel's largest weight hits the bound
     quant = read_export_metadata(out)["quantization"]
-    assert quant["target"] == target and quant["reduce_range"] is (bound == 64)
+    assert quant["target"] == target and quant["weight_bits"] == (7 if bound == 64 else 8)
     assert quant["cpu"]["class"] == cpu_int8().cpu_class
     assert ("7-bit" in quant["weights"]) is (bound == 64)
 
@@ -147,13 +146,15 @@ def test_the_int8_engines_follow_the_cpu(caps, bits, small, monkeypatch):
     if get_engine("int8").available()[0]:
         get_engine("int8").prepare(model, example=calib[0][:2], calib=calib)  # compiles lazily
         nodes = seen["module"].graph.nodes
-        top = {int(n.args[4]) for n in nodes if "quantize_per_tensor" in str(n.target)}
-        assert top == {2**bits - 1}  # activations 0..127 or 0..255
+        weights = {tuple(n.args[4:6]) for n in nodes if "dequantize_per_channel" in str(n.target)}
+        assert weights == {(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)}  # -64..63 or -128..127
+        acts = {int(n.args[4]) for n in nodes if "quantize_per_tensor" in str(n.target)}
+        assert acts == {255}  # activations keep 8 bits
     from reslab.inference import environment
 
     facts = environment()["int8"]
     seven = bits == 7
-    assert facts["reduce_range"] is seven and facts["cpu"]["flags_from"].startswith("cpuid")
+    assert facts["weight_bits"] == bits and facts["cpu"]["flags_from"].startswith("cpuid")
     assert ("7-bit" in facts["onnx-int8"]) is seven and ("7-bit" in facts["int8"]) is seven
 
 

@@ -104,7 +104,7 @@ def test_eval_engine_accuracy_matches_eager(engine, fm, capsys, tmp_path):
 LADDER_FIELDS = {"spec", "size", "data", "limit", "calib", "calib_images", "environment"}
 LADDER_FIELDS |= {"load_average_before_after", "rungs", "reference", "batch"}
 LADDER_FIELDS |= {"flops_per_image", "peak", "threads", "compiles_while_timed"}
-INT8_FIELDS = {"target", "cpu", "reduce_range", "reason", "onnx-int8", "int8"}
+INT8_FIELDS = {"target", "cpu", "weight_bits", "reason", "onnx-int8", "int8"}
 RUNG_FIELDS = {"engine", "precision", "images_per_s", "ratio", "p50_ms", "p95_ms"}
 RUNG_FIELDS |= {"max_abs_dlogit", "rel_dlogit", "top1", "top1_change", "gflops"}
 RUNG_FIELDS |= {"peak_fraction", "prepare_s", "skipped"}
@@ -191,6 +191,7 @@ def test_export_int8_on_an_avx2_cpu_records_and_uses_its_choice(target, fm, tmp_
     printed = capsys.readouterr().out
     seven = target != "vnni"  # this AVX2 CPU, or any x86 CPU: 7-bit weights
     assert f"--target-cpu {target or 'this'}: weights int8 per channel" in printed
+    assert ("7-bit (|w| <= 64)" in printed) is seven
     assert "this CPU: avx2 (sse4_1 avx2, from cpuid" in printed
     assert ("computed as a VNNI CPU does" in printed) is not seven
     weights = [numpy_helper.to_array(t) for t in onnx.load(str(out)).graph.initializer]
@@ -199,7 +200,7 @@ def test_export_int8_on_an_avx2_cpu_records_and_uses_its_choice(target, fm, tmp_
     quant = read_export_metadata(out)["quantization"]
     assert quant["cpu"] == {"class": "avx2", "flags": ["sse4_1", "avx2"],
                             "flags_from": "cpuid (torch.cpu.get_capabilities)"}  # fmt: skip
-    assert quant["reduce_range"] is seven and quant["target"] == (target or "this")
+    assert quant["weight_bits"] == (7 if seven else 8) and quant["target"] == (target or "this")
     assert ("session.x64quantprecision" in quant["note"]) is not seven
 
 

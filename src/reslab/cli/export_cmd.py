@@ -94,7 +94,7 @@ def _export_int8(args: argparse.Namespace, model, shipped, out: Path, example) -
     )
     cpu = choice.cpu
     print(
-        f"int8 for --target-cpu {choice.target}: weights {choice.onnx_weights}, uint8 "
+        f"int8 for --target-cpu {choice.target}: weights {choice.weights}, uint8 "
         f"activations; this CPU: {cpu.cpu_class} ({' '.join(cpu.flags) or 'no SIMD flags'}, "
         f"from {cpu.source}); {choice.reason}"
     )
@@ -102,7 +102,7 @@ def _export_int8(args: argparse.Namespace, model, shipped, out: Path, example) -
         data, args.check_images, model_cfg=model.default_cfg, skip=args.calib_images
     )
     # An 8-bit file made for VNNI CPUs is checked as they compute it, also on one without.
-    exact = cpu.saturates and not choice.reduce_range
+    exact = cpu.saturates and choice.weight_bits == 8
     agreement, worst = onnx_top1_agreement(out, model, check, batch=args.batch, exact_int8=exact)
     how = " (computed as a VNNI CPU does: this one has none)" if exact else ""
     print(

@@ -175,10 +175,8 @@ def _compile_bf16(
 
 
 def _int8(model: nn.Module, example: Tensor, calib: list[Tensor], device: torch.device) -> Runner:
-    reduce_range = int8_choice().reduce_range  # 7-bit activations on x86 without VNNI
-    quantized = pt2e_int8.quantize(
-        to_torch_layers(model).eval(), example, calib, reduce_range=reduce_range
-    )
+    bits = int8_choice().weight_bits  # 7 on x86 CPUs without VNNI
+    quantized = pt2e_int8.quantize(to_torch_layers(model).eval(), example, calib, weight_bits=bits)
     return _inference(_frozen_compile(quantized), device, channels_last=True)
 
 

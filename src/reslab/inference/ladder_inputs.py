@@ -90,12 +90,12 @@ def _version(package: str) -> str | None:
 
 def int8_facts() -> dict:
     """The int8 arithmetic the int8 rungs use on this CPU: its class, the flags seen, and
-    each rung's setting (one bit less on x86 without VNNI: see :mod:`~.cpu_int8`)."""
+    the weights' bits (7 on x86 without VNNI: see :mod:`~.cpu_int8`), as each rung has it."""
     choice = int8_choice()
     return {
         **choice.to_dict(),
-        "onnx-int8": f"weights {choice.onnx_weights}, activations uint8",
-        "int8": f"weights int8 per channel, activations {choice.pt2e_activations}",
+        "onnx-int8": f"weights {choice.weights}, activations uint8",
+        "int8": f"weights {choice.weights}, activations uint8",
     }
 
 

@@ -4,7 +4,7 @@ The int8 graph is written in QDQ form (QuantizeLinear/DequantizeLinear pairs aro
 quantised op, which onnxruntime fuses into int8 kernels): weights per output channel,
 symmetric int8; activations per tensor, uint8 with a zero point (the u8·s8 products x86
 VNNI instructions compute). On x86 CPUs without VNNI the weights get 7 bits instead of 8
-(``reduce_range``), so that onnxruntime's 16-bit pair sums cannot saturate
+(onnxruntime's ``reduce_range``), so that its 16-bit pair sums cannot saturate
 (:mod:`reslab.inference.cpu_int8`); the file records the choice. Activation ranges come from
 calibration images; the calibration method (MinMax, Percentile, Entropy) is a choice because
 it trades clipped outliers against resolution.
@@ -135,7 +135,7 @@ def quantize_onnx(
 
     The reslab metadata of ``source`` is kept, plus ``"quantization"`` facts: the format,
     activation and weight types, calibration, and the CPU the file is made for (``cpu``:
-    this machine's class and flags, ``target``, ``reduce_range`` and why).
+    this machine's class and flags, ``target``, ``weight_bits`` and why).
 
     Args:
         source: an fp32 ONNX file from :func:`~reslab.inference.export.export_onnx`.
@@ -167,7 +167,7 @@ def quantize_onnx(
             _Reader(input_name, calib),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
-            reduce_range=choice.reduce_range,
+            reduce_range=choice.weight_bits == 7,
             activation_type=act_type,
             weight_type=QuantType.QInt8,
             calibrate_method=calibrate_method,
@@ -178,7 +178,7 @@ def quantize_onnx(
     info["quantization"] = {
         "format": "QDQ int8, per-channel weights",
         "activations": activations,
-        "weights": choice.onnx_weights,
+        "weights": choice.weights,
         "calibration": method,
         "calibration_images": int(sum(len(b) for b in calib)),
         **choice.to_dict(),
@@ -194,7 +194,7 @@ def quantize_onnx(
 
 
 def _runtime_note(choice: Int8Choice) -> str:
-    if choice.reduce_range:
+    if choice.weight_bits == 7:
         return "7-bit weights: exact on every x86 CPU, with or without VNNI"
     return (
         f"8-bit weights: on x86 CPUs without VNNI set the onnxruntime session option "
