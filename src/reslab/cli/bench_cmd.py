@@ -149,7 +149,7 @@ def _bench_engines(args: argparse.Namespace) -> int:
         f"load {load[0][0]:.2f} -> {load[1][0]:.2f}"
     )
     print(format_ladder(ladder))
-    if any(get_engine(r.engine).needs_calibration and not r.skipped for r in _rungs(ladder)):
+    if any(r.precision == "int8" and not r.skipped for r in ladder.rungs):
         int8 = before["int8"]
         print(
             f"int8 on this CPU ({int8['cpu']['class']}): onnx-int8 {int8['onnx-int8']}; "
@@ -157,9 +157,6 @@ def _bench_engines(args: argparse.Namespace) -> int:
         )
     return 0
 
-
-def _rungs(ladder):
-    return [r for r in ladder.rungs if r.engine in ENGINE_NAMES]
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
