@@ -3,7 +3,10 @@
     import torch
     model = torch.hub.load("path/to/reslab", "resnet20", source="local",
                            pretrained="reslab-fashion-mnist")
-    torch.hub.list("path/to/reslab", source="local")   # every registered model
+    import reslab
+    names = reslab.list_models()   # the entry points: one per registered model
+
+(``torch.hub.list`` and ``torch.hub.help`` read GitHub repositories only, not a local folder.)
 
 Each entry point is ``reslab.create_model(name, pretrained=..., **kwargs)``: ``pretrained`` is
 a weights tag (``reslab weights list``; shipped tags such as ``reslab-fashion-mnist`` work

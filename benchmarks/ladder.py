@@ -1,7 +1,7 @@
 """The inference ladders of BENCHMARKS.md: ``reslab bench --ladder`` per model, under the heavy
 lock, raw outputs kept in ``benchmarks/results/``, and the Markdown tables made from them.
 
-    python benchmarks/ladder.py run [NAME ...]      # resnet50, resnet18, resnet20-fmnist, ...
+    python benchmarks/ladder.py run [NAME ...] [--tag MACHINE]   # resnet50, resnet18, ...
     python benchmarks/ladder.py table benchmarks/results/ladder-resnet50.json
     python benchmarks/ladder.py gemm                 # what one big matmul reaches, per dtype
     python benchmarks/ladder.py profile SPEC ENGINE [--calib DATA]   # where a rung's time goes
@@ -44,13 +44,14 @@ def _configs() -> dict[str, list[str]]:
     }
 
 
-def run(names: list[str]) -> None:
+def run(names: list[str], tag: str = "") -> None:
     configs = _configs()
     for name in names or list(configs):
         bench = [sys.executable, "-m", "reslab", "bench", *configs[name], "--ladder"]
         bench += [*TIMING, "--calib-images", "128"]
         script = f"uptime; {shlex.join(bench)}; status=$?; uptime; exit $status"
-        out, log = RESULTS / f"ladder-{name}.json", RESULTS / f"ladder-{name}.log"
+        stem = f"ladder-{name}{'-' + tag if tag else ''}"
+        out, log = RESULTS / f"{stem}.json", RESULTS / f"{stem}.log"
         print(f"{name}: {shlex.join(bench)}", flush=True)
         with open(out, "w") as stdout, open(log, "w") as stderr:
             stderr.write(f"$ flock {LOCK} sh -c {shlex.quote(script)}\n")
@@ -205,6 +206,7 @@ def main() -> None:
     sub = p.add_subparsers(dest="what", required=True)
     r = sub.add_parser("run", help="measure (under the heavy lock)")
     r.add_argument("names", nargs="*", help="resnet50, resnet18, resnet20-fmnist, resnet20-cifar10")
+    r.add_argument("--tag", default="", help="names the results: ladder-NAME-TAG.json (a machine)")
     t = sub.add_parser("table", help="Markdown table(s) from ladder JSON files")
     t.add_argument("files", nargs="+", type=Path)
     sub.add_parser("gemm", help="matmul GFLOP/s per dtype, 1 and 2 threads")
@@ -216,7 +218,7 @@ def main() -> None:
     f.add_argument("--runs", type=int, default=3)
     args = p.parse_args()
     if args.what == "run":
-        run(args.names)
+        run(args.names, args.tag)
     elif args.what == "gemm":
         gemm()
     elif args.what == "profile":

@@ -4,8 +4,7 @@ The reference is the eager model's prediction and the true labels of Fashion-MNI
 images; each engine computes them another way (folded BatchNorm, inductor, bf16, int8,
 onnxruntime). A wrong fold, a layout bug, a broken quantisation or calibration on the wrong
 images shows up as disagreement. Stated tolerances: fp32 engines agree on every top-1 and
-their logits within 1e-4 of the logit scale; bf16 and int8 engines agree on at least 97 % of
-the images and lose at most 2 points of accuracy.
+their logits within 1e-4 of the logit scale; bf16 and int8 engines: see LOW_PRECISION_BOUNDS.
 """
 
 from __future__ import annotations
@@ -28,6 +27,18 @@ from reslab.inference.engines import (
 FP32 = ("eager", "fast", "compile", "onnx")
 LOW_PRECISION = ("bf16", "compile-bf16", "int8", "onnx-int8")
 CALIBRATED = ("int8", "onnx-int8")
+
+# Low-precision logits against eager fp32 on the 256 images below, as fractions of the
+# largest |logit| (4.70): the largest gap, and the 99th percentile of the 2,560 gaps. Each
+# CPU class runs its own arithmetic; measured (benchmarks/results/int8-emulated/):
+#   right: onnx-int8 8-bit weights (VNNI/AMX/ARM) 0.044 / 0.017, 7-bit (x86 without VNNI)
+#          0.044 / 0.021; PT2E int8 8-bit 0.051 / 0.017, 7-bit 0.041 / 0.019; bf16 0.028 /
+#          0.009;
+#   wrong: onnx-int8 8-bit on an AVX2 CPU (16-bit pair sums saturate: the Zen 3 failure,
+#          reproduced under qemu emulation) 0.320 / 0.082; calibrated on noise 0.245 / 0.139.
+# The bounds sit about 2x from each side. Top-1 agreement and accuracy catch what is wrong
+# more grossly (a different function agrees on ~10 % of top-1).
+LOW_PRECISION_BOUNDS = {"max": 0.12, "p99": 0.04, "agreement": 0.97, "accuracy_drop": 0.02}
 
 
 @pytest.fixture(scope="module")
@@ -81,17 +92,54 @@ def test_fp32_engine_matches_eager(name, fashion, prepared):
     assert float((logits - reference).abs().max()) <= 1e-4 * scale
 
 
+def low_precision_problems(logits, reference, labels) -> list[str]:
+    """What is wrong with low-precision ``logits`` against eager fp32 (LOW_PRECISION_BOUNDS)."""
+    bounds, scale = LOW_PRECISION_BOUNDS, float(reference.abs().max())
+    gaps = (logits - reference).abs().flatten()
+    problems = []
+    for stat, value in (("max", float(gaps.max())), ("p99", float(gaps.quantile(0.99)))):
+        if value > bounds[stat] * scale:
+            problems.append(f"{stat} |dlogit| {value:.3f} > {bounds[stat]} x {scale:.2f}")
+    agreement = float((logits.argmax(1) == reference.argmax(1)).float().mean())
+    if agreement < bounds["agreement"]:
+        problems.append(f"top-1 agrees with eager on {agreement:.1%}")
+    accuracy = float((logits.argmax(1) == labels).float().mean())
+    eager_accuracy = float((reference.argmax(1) == labels).float().mean())
+    if accuracy < eager_accuracy - bounds["accuracy_drop"]:
+        problems.append(f"accuracy {accuracy:.1%} against eager's {eager_accuracy:.1%}")
+    return problems
+
+
 @pytest.mark.parametrize("name", LOW_PRECISION)
 def test_low_precision_engine_agrees_with_eager(name, fashion, prepared):
     model, images, labels, calib, reference = fashion
-    logits = prepared(name)(images)
-    agreement = float((logits.argmax(1) == reference.argmax(1)).float().mean())
-    accuracy = float((logits.argmax(1) == labels).float().mean())
-    eager_accuracy = float((reference.argmax(1) == labels).float().mean())
-    assert agreement >= 0.97, f"{name}: top-1 agrees with eager on {agreement:.1%}"
-    assert accuracy >= eager_accuracy - 0.02, f"{name}: {accuracy:.1%} vs {eager_accuracy:.1%}"
-    # Still an approximation of the same function, not a different one.
-    assert float((logits - reference).abs().max()) < 0.25 * float(reference.abs().max())
+    assert low_precision_problems(prepared(name)(images), reference, labels) == []
+
+
+# An AMD Zen 3 as CPUID reports it through torch: AVX2, no AVX-512, no VNNI.
+ZEN3 = {"sse4_1": True, "avx2": True, "avx512_f": False, "avx512_vnni": False, "avx_vnni": False}
+
+
+@pytest.mark.parametrize("name", CALIBRATED)
+def test_int8_as_chosen_for_a_cpu_without_vnni_agrees_with_eager(name, fashion, monkeypatch):
+    # What an AVX2 machine runs: 7-bit weights. Those never saturate, so this machine computes
+    # the same integers as such a CPU would, whatever its own class.
+    _skip_unless_available(name)
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: ZEN3)
+    model, images, labels, calib, reference = fashion
+    logits = get_engine(name).prepare(model, example=images[:2], calib=calib)(images)
+    assert low_precision_problems(logits, reference, labels) == []
+
+
+def test_the_low_precision_bounds_catch_a_wrong_calibration(fashion):
+    # onnx-int8 calibrated on noise: the same function, wrong activation ranges. Its top-1
+    # still agrees with eager; only the logit gaps show it.
+    _skip_unless_available("onnx-int8")
+    model, images, labels, _, reference = fashion
+    noise = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    logits = get_engine("onnx-int8").prepare(model, example=images[:2], calib=noise)(images)
+    problems = low_precision_problems(logits, reference, labels)
+    assert any(p.startswith("p99") for p in problems), problems
 
 
 def test_runner_takes_any_batch_and_leaves_the_model_alone(fashion):

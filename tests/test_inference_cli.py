@@ -19,7 +19,7 @@ from PIL import Image
 
 import reslab
 from reslab.cli import main
-from reslab.inference import fixed_batch, torchvision_twin
+from reslab.inference import cpu_int8, fixed_batch, torchvision_twin
 from reslab.inference.export import export_metadata, read_export_metadata
 from test_data_synthetic import write_idx
 
@@ -103,7 +103,8 @@ def test_eval_engine_accuracy_matches_eager(engine, fm, capsys, tmp_path):
 # ---------------------------------------------------------------------------- bench
 LADDER_FIELDS = {"spec", "size", "data", "limit", "calib", "calib_images", "environment"}
 LADDER_FIELDS |= {"load_average_before_after", "rungs", "reference", "batch"}
-LADDER_FIELDS |= {"flops_per_image", "peak", "threads"}
+LADDER_FIELDS |= {"flops_per_image", "peak", "threads", "compiles_while_timed"}
+INT8_FIELDS = {"target", "cpu", "weight_bits", "reason", "onnx-int8", "int8"}
 RUNG_FIELDS = {"engine", "precision", "images_per_s", "ratio", "p50_ms", "p95_ms"}
 RUNG_FIELDS |= {"max_abs_dlogit", "rel_dlogit", "top1", "top1_change", "gflops"}
 RUNG_FIELDS |= {"peak_fraction", "prepare_s", "skipped"}
@@ -128,6 +129,9 @@ def test_bench_ladder_json_has_the_documented_fields(fm, capsys):
     int8 = rungs["onnx-int8"]
     assert abs(int8["top1_change"]) <= 2 / N_TEST and 0 < int8["rel_dlogit"] < 0.25
     assert result["calib_images"] == 48 and result["size"] == [1, 28, 28]
+    assert result["compiles_while_timed"] == 0
+    int8_facts = result["environment"]["int8"]
+    assert set(int8_facts) == INT8_FIELDS and int8_facts["cpu"]["class"] == cpu_int8().cpu_class
     peak = result["peak"]
     if peak is not None:  # the peak is the product of the stated factors
         product = peak["cpus"] * peak["ghz"] * peak["fp32_lanes"] * peak["fma_units"] * 2
@@ -167,6 +171,43 @@ def test_export_int8_runs_on_onnxruntime_and_agrees_with_fp32(fm, tmp_path, caps
     model = reslab.create_model("resnet20", pretrained="reslab-fashion-mnist")
     assert meta == export_metadata(model)  # what an fp32 export stores
     assert quant["calibration_images"] == 48 and quant["calibration"] == "minmax"
+
+
+ZEN3 = {"sse4_1": True, "avx2": True, "avx512_f": False, "avx512_vnni": False, "avx_vnni": False}
+
+
+@pytest.mark.parametrize("target", [None, "vnni", "any"])
+def test_export_int8_on_an_avx2_cpu_records_and_uses_its_choice(target, fm, tmp_path, capsys,
+                                                                monkeypatch):  # fmt: skip
+    # An AMD Zen 3 (AVX2, no VNNI), as CPUID reports it through torch.
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: ZEN3)
+    out = tmp_path / "r20-int8.onnx"
+    argv = ["export", SPEC, "--format", "onnx", "--quantize", "int8", "--out", str(out)]
+    argv += [*fm["calib"], "--data-dir", str(fm["root"]), "--check-images", "32"]
+    assert main(argv + (["--target-cpu", target] if target else [])) == 0
+    printed = capsys.readouterr().out
+    seven = target != "vnni"  # this AVX2 CPU, or any x86 CPU: 7-bit weights
+    assert f"--target-cpu {target or 'this'}: weights int8 per channel" in printed
+    assert ("7-bit (|w| <= 64)" in printed) is seven
+    assert "this CPU: avx2 (sse4_1 avx2, from cpuid" in printed
+    assert ("computed as a VNNI CPU does" in printed) is not seven
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(out)).graph.initializer]
+    peak = max(int(np.abs(w.astype(np.int16)).max()) for w in weights if w.dtype == np.int8)
+    assert peak == (64 if seven else 127)
+    quant = read_export_metadata(out)["quantization"]
+    assert quant["cpu"] == {"class": "avx2", "flags": ["sse4_1", "avx2"],
+                            "flags_from": "cpuid (torch.cpu.get_capabilities)"}  # fmt: skip
+    assert quant["weight_bits"] == (7 if seven else 8) and quant["target"] == (target or "this")
+    assert ("session.x64quantprecision" in quant["note"]) is not seven
+
+
+def test_target_cpu_goes_with_quantize(capsys, tmp_path):
+    argv = ["export", SPEC, "--format", "onnx", "--target-cpu", "any"]
+    assert main([*argv, "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "--target-cpu chooses the int8 arithmetic" in _one_line_error(capsys)
 
 
 def test_export_int8_at_a_fixed_batch_calibrates_with_that_batch(fm, tmp_path, capsys):
@@ -233,6 +274,16 @@ def test_quantize_needs_onnx_and_calib_needs_an_int8_engine(fm, capsys, tmp_path
     assert "--format onnx" in _one_line_error(capsys)
     assert main([*_command("predict", fm), "--engine", "fast", *fm["calib"]]) == 2
     assert "only used by the int8 engines" in _one_line_error(capsys)
+
+
+def test_calib_without_quantize_says_it_is_for_quantize(fm, capsys, tmp_path):
+    out = tmp_path / "m.onnx"
+    argv = ["export", SPEC, "--format", "onnx", "--out", str(out), *fm["calib"]]
+    assert main(argv) == 2
+    line = _one_line_error(capsys)
+    assert "--calib is only used by --quantize int8" in line, line
+    assert "not by a --format onnx export without --quantize" in line, line
+    assert not out.exists()
 
 
 # ---------------------------------------------------------------------------- helpers

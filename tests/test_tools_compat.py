@@ -280,6 +280,29 @@ def test_hub_lists_every_registered_model(tmp_path, monkeypatch):
     assert "reslab-fashion-mnist" in doc
 
 
+def test_the_calls_hubconf_documents_run_as_written():
+    """The code block at the top of hubconf.py's docstring, run with this checkout's path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reslab_hubconf", REPO / "hubconf.py")
+    hubconf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hubconf)
+    block = []
+    for line in hubconf.__doc__.splitlines()[1:]:
+        if block and not line.startswith("    "):
+            break
+        if line.startswith("    "):
+            block.append(line[4:])
+    assert block and block[0] == "import torch", block
+    scope: dict = {}
+    exec("\n".join(block).replace("path/to/reslab", str(REPO)), scope)
+    direct = reslab.create_model("resnet20", pretrained="reslab-fashion-mnist").eval()
+    x = torch.rand(2, 1, 28, 28)
+    torch.testing.assert_close(eager(scope["model"].eval(), x), eager(direct, x), rtol=0, atol=0)
+    assert sorted(scope["names"]) == sorted(MODELS)
+    assert all(callable(getattr(hubconf, name)) for name in scope["names"])
+
+
 @pytest.mark.parametrize(
     ("name", "pretrained", "error", "message"),
     [

@@ -149,7 +149,14 @@ def _bench_engines(args: argparse.Namespace) -> int:
         f"load {load[0][0]:.2f} -> {load[1][0]:.2f}"
     )
     print(format_ladder(ladder))
+    if any(r.precision == "int8" and not r.skipped for r in ladder.rungs):
+        int8 = before["int8"]
+        print(
+            f"int8 on this CPU ({int8['cpu']['class']}): onnx-int8 {int8['onnx-int8']}; "
+            f"int8 (PT2E) {int8['int8']}"
+        )
     return 0
+
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -66,15 +66,18 @@ def add_calibration_options(parser: argparse.ArgumentParser, data_dir: bool = Tr
     )
 
 
-def require_calibration(args: argparse.Namespace, needs: bool, what: str) -> None:
-    """One-line usage errors: an int8 engine without ``--calib``, or ``--calib`` for nothing."""
+def require_calibration(
+    args: argparse.Namespace, needs: bool, what: str, used_by: str = "the int8 engines"
+) -> None:
+    """One-line usage errors: ``what`` (an int8 engine) without ``--calib``, or ``--calib``
+    given to ``what`` that does not use it (only ``used_by`` does)."""
     if needs and not args.calib:
         raise CliError(
             f"{what} needs real calibration images: --calib DATA [--calib-images N] "
             "(int8 is never calibrated on random noise)"
         )
     if args.calib and not needs:
-        raise CliError(f"--calib is only used by the int8 engines, not by {what}")
+        raise CliError(f"--calib is only used by {used_by}, not by {what}")
 
 
 def ensure_available(name: str) -> None:

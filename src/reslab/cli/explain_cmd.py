@@ -12,6 +12,7 @@ from reslab.analysis import CAM_METHODS, explain, plot_explanation
 from reslab.analysis.explain import percent
 from reslab.cli.argtypes import positive_int
 from reslab.data import ImageDecodeError
+from reslab.files import check_output_dir, check_output_file
 from reslab.inference import class_names_of, load_for_model
 from reslab.weights import resolve_model
 
@@ -40,12 +41,16 @@ def output_paths(images: list[str], out: Path, method: str) -> list[Path]:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    # Where every map goes is checked before the model is loaded or any image read.
+    paths = output_paths(args.images, check_output_dir(args.out), args.method)
+    for path in paths:
+        check_output_file(path, inputs=[args.spec, *args.images])
     if args.threads:
         torch.set_num_threads(args.threads)
     model = resolve_model(args.spec)
     names = class_names_of(model)
     failed = 0
-    for image, path in zip(args.images, output_paths(args.images, Path(args.out), args.method)):
+    for image, path in zip(args.images, paths):
         try:
             pixels = load_for_model(image, model)
         except (ImageDecodeError, OSError) as err:

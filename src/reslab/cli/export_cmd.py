@@ -21,9 +21,11 @@ from reslab.cli.engine_args import (
 from reslab.files import check_output_file
 from reslab.inference import (
     CALIBRATION_METHODS,
+    INT8_TARGETS,
     calibration_batches,
     calibration_images,
     export_onnx_int8,
+    int8_choice,
     onnx_top1_agreement,
 )
 from reslab.inference.export import (
@@ -73,6 +75,7 @@ def _export_int8(args: argparse.Namespace, model, shipped, out: Path, example) -
     """Write ``shipped`` as int8 ONNX; check its top-1 against ``model`` in fp32 on real
     images held out from calibration."""
     ensure_available("onnx-int8")
+    choice = int8_choice(args.target_cpu or "this")
     data = calibration_set(args, model)
     calib = calibration_images(data, args.calib_images, model_cfg=model.default_cfg)
     export_onnx_int8(
@@ -83,19 +86,29 @@ def _export_int8(args: argparse.Namespace, model, shipped, out: Path, example) -
         method=args.calib_method,
         dynamic_batch=args.batch is None,
         opset=args.opset,
+        choice=choice,
     )
     batch = "any batch size" if args.batch is None else f"batch {args.batch}"
     print(
         f"wrote {out} (onnx, static int8 QDQ with per-channel weights, {args.calib_method} "
         f"ranges from {len(calib)} images of {args.calib}, {batch})"
     )
+    cpu = choice.cpu
+    print(
+        f"int8 for --target-cpu {choice.target}: weights {choice.weights}, uint8 "
+        f"activations; this CPU: {cpu.cpu_class} ({' '.join(cpu.flags) or 'no SIMD flags'}, "
+        f"from {cpu.source}); {choice.reason}"
+    )
     check = calibration_images(
         data, args.check_images, model_cfg=model.default_cfg, skip=args.calib_images
     )
-    agreement, worst = onnx_top1_agreement(out, model, check, batch=args.batch)
+    # An 8-bit file made for VNNI CPUs is checked as they compute it, also on one without.
+    exact = cpu.saturates and choice.weight_bits == 8
+    agreement, worst = onnx_top1_agreement(out, model, check, batch=args.batch, exact_int8=exact)
+    how = " (computed as a VNNI CPU does: this one has none)" if exact else ""
     print(
         f"top-1 agreement with the PyTorch fp32 model: {agreement:.1%} on {len(check)} "
-        f"images of {args.calib} not used for calibration (max |dlogit| {worst:.3g})"
+        f"images of {args.calib} not used for calibration (max |dlogit| {worst:.3g}){how}"
     )
     if agreement < _INT8_MIN_AGREEMENT:
         raise CliError(
@@ -112,7 +125,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise CliError(f"unknown format {args.format!r}; expected onnx or torchscript")
     if args.quantize and fmt != "onnx":
         raise CliError("--quantize int8 writes ONNX: use --format onnx")
-    require_calibration(args, bool(args.quantize), "--quantize int8")
+    if args.target_cpu and not args.quantize:
+        raise CliError("--target-cpu chooses the int8 arithmetic: it goes with --quantize int8")
+    what = "--quantize int8" if args.quantize else f"a --format {fmt} export without --quantize"
+    require_calibration(args, bool(args.quantize), what, used_by="--quantize int8")
     out = Path(args.out) if args.out else _default_out(args.spec, fmt)
     check_output_file(out, inputs=run_inputs(args.spec))
     model = to_torch_layers(resolve_model(args.spec)).eval()
@@ -186,6 +202,13 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
         choices=CALIBRATION_METHODS,
         default="minmax",
         help="activation ranges from the calibration images (default minmax)",
+    )
+    p.add_argument(
+        "--target-cpu",
+        choices=INT8_TARGETS,
+        help="--quantize: the CPUs the int8 file is for: 'this' machine's kind (default), "
+        "'vnni' (8-bit weights: CPUs with VNNI or AMX; x86 CPUs without VNNI saturate), or "
+        "'any' x86 CPU (7-bit weights, exact everywhere); recorded in the file",
     )
     p.add_argument(
         "--check-images",

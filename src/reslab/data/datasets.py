@@ -45,10 +45,16 @@ class TensorImageDataset(torch.utils.data.Dataset):
         labels: int64 tensor of shape ``(N,)``.
         class_names: one name per label value.
         name: a short description (shown in logs and stored in checkpoints).
+        paths: the file each image was decoded from (an image folder's), or ``None``.
     """
 
     def __init__(
-        self, images: Tensor, labels: Tensor, class_names: Sequence[str], name: str = ""
+        self,
+        images: Tensor,
+        labels: Tensor,
+        class_names: Sequence[str],
+        name: str = "",
+        paths: Sequence[Path] | None = None,
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(
@@ -60,6 +66,9 @@ class TensorImageDataset(torch.utils.data.Dataset):
         self.labels = labels.to(torch.int64)
         self.class_names = list(class_names)
         self.name = name
+        if paths is not None and len(paths) != len(images):
+            raise ValueError(f"{len(images)} images but {len(paths)} file paths")
+        self.paths = None if paths is None else list(paths)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -78,7 +87,10 @@ class TensorImageDataset(torch.utils.data.Dataset):
 
     def subset(self, indices: Sequence[int] | Tensor) -> TensorImageDataset:
         idx = torch.as_tensor(indices, dtype=torch.int64)
-        return TensorImageDataset(self.images[idx], self.labels[idx], self.class_names, self.name)
+        paths = None if self.paths is None else [self.paths[i] for i in idx.tolist()]
+        return TensorImageDataset(
+            self.images[idx], self.labels[idx], self.class_names, self.name, paths
+        )
 
     def digest(self) -> str:
         """A short digest of the pixels, labels and class names (keys caches built on them)."""
@@ -208,24 +220,29 @@ def _load_named(key: str, split: str, data_dir, download: bool, progress: bool):
 
 
 def _load_folder(root: Path, split: str, on_error: str, progress: bool):
-    from reslab.data.folder import ImageFolderDataset, read_small_image_folder
+    from reslab.data.folder import ImageFolderDataset, read_small_image_folder_with_paths
 
     folder = next((root / s for s in SPLIT_FOLDERS[split] if (root / s).is_dir()), None)
     if folder is None:
         wanted = " or ".join(f"{s}/" for s in SPLIT_FOLDERS[split])
         raise FileNotFoundError(f"{root}: no {split} split (expected a {wanted} folder)")
     first = next(
-        (p for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_EXTENSIONS), None
+        (
+            p
+            for p in sorted(folder.rglob("*"))
+            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()  # not a FIFO: never read
+        ),
+        None,
     )
     if first is None:
         raise ValueError(f"{folder}: no image files found")
     probe = load_image(first)
     ds: TensorImageDataset | ImageFolderDataset
     if max(probe.shape[1:]) <= SMALL_IMAGE_MAX:
-        x, y, names = read_small_image_folder(
+        x, y, names, paths = read_small_image_folder_with_paths(
             folder, channels=3, progress=progress, on_error=on_error
         )
-        ds = TensorImageDataset(x, y, names, f"{root.name}/{folder.name}")
+        ds = TensorImageDataset(x, y, names, f"{root.name}/{folder.name}", paths)
     else:
         ds = ImageFolderDataset(folder, on_error=on_error)
     return ds if split == "train" else _label_as_train(ds, folder, root / "train")

@@ -23,6 +23,7 @@ __all__ = [
     "ImageFolderDataset",
     "class_folders",
     "read_small_image_folder",
+    "read_small_image_folder_with_paths",
     "scan_image_folder",
 ]
 
@@ -178,6 +179,21 @@ def read_small_image_folder(
     modification times) so the next run loads it in a fraction of a second. An unreadable
     file raises :class:`ImageDecodeError` naming it; ``on_error="skip"`` leaves such files out.
     """
+    images, labels, classes, _ = read_small_image_folder_with_paths(
+        root, channels=channels, progress=progress, cache=cache, on_error=on_error
+    )
+    return images, labels, classes
+
+
+def read_small_image_folder_with_paths(
+    root: str | Path,
+    *,
+    channels: int = 3,
+    progress: bool = True,
+    cache: bool = True,
+    on_error: str = "raise",
+) -> tuple[Tensor, Tensor, list[str], list[Path]]:
+    """:func:`read_small_image_folder`, plus the file each image was decoded from (in order)."""
     from safetensors.torch import load_file, save
 
     root = Path(root).resolve()
@@ -191,7 +207,8 @@ def read_small_image_folder(
     if cache and cached.is_file():
         try:
             t = load_file(str(cached))
-            return t["images"], t["labels"], json.loads(t["classes"].numpy().tobytes().decode())
+            classes = json.loads(t["classes"].numpy().tobytes().decode())
+            return t["images"], t["labels"], classes, paths
         except Exception:  # a damaged cache file is rebuilt, never trusted
             cached.unlink(missing_ok=True)
     images = _decode_all(paths, channels, progress, desc=f"decode {root.name}")
@@ -200,7 +217,7 @@ def read_small_image_folder(
         blob = torch.frombuffer(bytearray(json.dumps(classes).encode()), dtype=torch.uint8)
         tensors = {"images": images, "labels": y, "classes": blob}
         atomic_write_bytes(cached, save(tensors))
-    return images, y, classes
+    return images, y, classes, paths
 
 
 def _folder_key(root: Path, paths: list[Path], channels: int) -> str:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -27,7 +30,7 @@ def load_image(path: str | Path, channels: int = 3) -> Tensor:
 
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        with _open_regular(path) as fh, Image.open(fh) as img:
             img.load()
             img = ImageOps.exif_transpose(img)
             img = _to_8bit(img)
@@ -36,6 +39,8 @@ def load_image(path: str | Path, channels: int = 3) -> Tensor:
                 white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 img = Image.alpha_composite(white, rgba)
             img = img.convert("L" if channels == 1 else "RGB")
+    except ImageDecodeError:
+        raise
     except FileNotFoundError:
         raise ImageDecodeError(f"{path}: no such file") from None
     except UnidentifiedImageError:
@@ -49,6 +54,40 @@ def load_image(path: str | Path, channels: int = 3) -> Tensor:
     if array.ndim == 2:
         array = array[:, :, None]
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def _open_regular(path: Path) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file (or a link to one).
+
+    A FIFO, device or socket is refused before anything is read from it: reading a FIFO
+    that nobody writes to would wait for ever. The file is opened without blocking and then
+    checked, so a path that is swapped for a FIFO between a check and the open cannot hang.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ImageDecodeError(f"{path}: is a folder, not an image file")
+        if not stat.S_ISREG(mode):
+            raise ImageDecodeError(f"{path}: not a regular file ({_kind(mode)}), not read")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a file"
 
 
 def _to_8bit(img):

@@ -3,12 +3,12 @@ run a model on an engine (eager, fast, compiled, bf16, int8, onnxruntime) and co
 
 from reslab.inference.calibration import CalibrationError, calibration_batches, calibration_images
 from reslab.inference.classes import imagenet_wnids, restrict_class_index
+from reslab.inference.cpu_int8 import INT8_TARGETS, CpuInt8, Int8Choice, cpu_int8, int8_choice
 from reslab.inference.engines import (
     ENGINE_NAMES,
     Engine,
     EngineUnavailable,
     Runner,
-    available_engines,
     fast_model,
     fixed_batch,
     get_engine,
@@ -33,17 +33,20 @@ from reslab.inference.predict import (
 __all__ = [
     "CALIBRATION_METHODS",
     "ENGINE_NAMES",
+    "INT8_TARGETS",
     "CalibrationError",
+    "CpuInt8",
     "Engine",
     "EngineUnavailable",
+    "Int8Choice",
     "Ladder",
     "Prediction",
     "Rung",
     "Runner",
-    "available_engines",
     "calibration_batches",
     "calibration_images",
     "class_names_of",
+    "cpu_int8",
     "cpu_peak",
     "environment",
     "export_onnx",
@@ -55,6 +58,7 @@ __all__ = [
     "format_ladder",
     "get_engine",
     "imagenet_wnids",
+    "int8_choice",
     "ladder_eval_data",
     "load_for_model",
     "onnx_top1_agreement",

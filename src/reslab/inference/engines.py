@@ -16,7 +16,8 @@ onnx           fp32  the exported ONNX graph on onnxruntime
 onnx-int8      int8  the ONNX graph statically quantised by onnxruntime (QDQ, per-channel)
 ============== ===== ==========================================================================
 
-The int8 rungs need calibration images of the data the model is for, given explicitly; an
+The int8 rungs need calibration images of the data the model is for, given explicitly, and
+keep one bit less on x86 CPUs without VNNI (:mod:`reslab.inference.cpu_int8`); an
 engine that this machine cannot run raises :class:`EngineUnavailable` (one line, saying why).
 The compiled rungs (``Engine.compiles``) compile once per batch size; :func:`fixed_batch`
 pads odd batches to one size so that a data set's last batch costs no second compilation.
@@ -35,6 +36,7 @@ from torch import Tensor, nn
 
 from reslab.inference import onnx_engines, pt2e_int8
 from reslab.inference.calibration import CalibrationError, calibration_batches
+from reslab.inference.cpu_int8 import int8_choice
 from reslab.inference.export import fold_batchnorm, to_torch_layers
 
 __all__ = [
@@ -43,7 +45,6 @@ __all__ = [
     "Engine",
     "EngineUnavailable",
     "Runner",
-    "available_engines",
     "fast_model",
     "fixed_batch",
     "get_engine",
@@ -174,7 +175,8 @@ def _compile_bf16(
 
 
 def _int8(model: nn.Module, example: Tensor, calib: list[Tensor], device: torch.device) -> Runner:
-    quantized = pt2e_int8.quantize(to_torch_layers(model).eval(), example, calib)
+    bits = int8_choice().weight_bits  # 7 on x86 CPUs without VNNI
+    quantized = pt2e_int8.quantize(to_torch_layers(model).eval(), example, calib, weight_bits=bits)
     return _inference(_frozen_compile(quantized), device, channels_last=True)
 
 
@@ -267,11 +269,6 @@ def get_engine(name: str) -> Engine:
         if engine.name == name:
             return engine
     raise ValueError(f"unknown engine {name!r}; expected one of {', '.join(ENGINE_NAMES)}")
-
-
-def available_engines(device: str | torch.device = "cpu") -> dict[str, str]:
-    """Every engine's name → ``""`` if this machine can run it, else why not."""
-    return {e.name: e.available(device)[1] for e in _ENGINES}
 
 
 def fixed_batch(run: Runner, batch: int) -> Runner:

@@ -20,7 +20,16 @@ from torch import Tensor, nn
 
 from reslab.inference.engines import ENGINE_NAMES, EngineUnavailable, get_engine
 
-__all__ = ["Ladder", "Peak", "Rung", "cpu_peak", "flops_per_image", "format_ladder", "run_ladder"]
+__all__ = [
+    "Ladder",
+    "Peak",
+    "Rung",
+    "compile_count",
+    "cpu_peak",
+    "flops_per_image",
+    "format_ladder",
+    "run_ladder",
+]
 
 
 @dataclass
@@ -130,6 +139,7 @@ class Ladder:
     flops_per_image: float
     peak: Peak | None
     threads: int = field(default_factory=torch.get_num_threads)
+    compiles_while_timed: int = 0  # torch.compile compilations inside the timed runs (0)
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -184,7 +194,13 @@ def _prepare(
     calib: Tensor | None,
     log: Callable[[str], None],
 ) -> tuple[dict[str, Rung], dict[str, Callable]]:
-    """A rung for every engine, and a warmed-up runner for each one that can run here."""
+    """A rung for every engine, and a warmed-up runner for each one that can run here.
+
+    Every engine is prepared before any is warmed up: preparing one may throw away what
+    torch.compile made for another (torch 2.14's strict ``torch.export``, which the PT2E int8
+    engine needs, calls ``torch._dynamo.reset()``), and a compiled rung would then compile
+    again inside its timed runs.
+    """
     rungs: dict[str, Rung] = {}
     runners: dict[str, Callable] = {}
     for name in engines:
@@ -195,17 +211,32 @@ def _prepare(
             continue
         start = time.perf_counter()
         try:
-            run = engine.prepare(model, example=images[:2], calib=calib)
+            runners[name] = engine.prepare(model, example=images[:2], calib=calib)
         except EngineUnavailable as err:
             rung.skipped = str(err).split(": ", 1)[-1]
             log(f"{name}: skipped ({rung.skipped})")
             continue
-        for x in (images, images, images[:1], images[:1]):
-            run(x)  # warm-up, and compilation for both batch sizes
         rung.prepare_s = time.perf_counter() - start
-        runners[name] = run
-        log(f"{name}: prepared in {rung.prepare_s:.0f} s")
+    for name, run in runners.items():
+        start = time.perf_counter()
+        _warm_up(run, images)
+        rungs[name].prepare_s = (rungs[name].prepare_s or 0.0) + time.perf_counter() - start
+        log(f"{name}: prepared in {rungs[name].prepare_s:.0f} s")
     return rungs, runners
+
+
+def _warm_up(run: Callable[[Tensor], Tensor], images: Tensor) -> None:
+    """Run every input shape that is timed (the batch and one image) twice: compilation,
+    and the first-call costs after it, happen here, not in the timed runs."""
+    for x in (images, images, images[:1], images[:1]):
+        run(x)
+
+
+def compile_count() -> int:
+    """How many frames torch.compile (Dynamo) has compiled in this process so far."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["frames"]["total"])
 
 
 def run_ladder(
@@ -251,11 +282,14 @@ def run_ladder(
         rungs = {base_name: Rung(base_name, "fp32")} | rungs
         runners = {base_name: _eager_runner(ref_module)} | runners
         flops[base_name] = flops_per_image(ref_module, images[:1])
-        for x in (images, images[:1]):
-            runners[base_name](x)
+        _warm_up(runners[base_name], images)
     log(f"timing {len(runners)} runners, interleaved")
+    compiles = compile_count()
     batch_times = _interleaved(runners, images, runs)
     single_times = _interleaved(runners, images[:1], latency_runs)
+    compiles = compile_count() - compiles
+    if compiles:
+        log(f"warning: {compiles} compilation(s) inside the timed runs; their times include it")
     peak = cpu_peak(threads=torch.get_num_threads()) if images.device.type == "cpu" else None
     base = len(images) / statistics.median(batch_times[base_name])
     for name, run in runners.items():
@@ -279,7 +313,9 @@ def run_ladder(
     for rung in rungs.values():
         if rung.top1 is not None and fp32_top1 is not None:
             rung.top1_change = rung.top1 - fp32_top1
-    return Ladder(list(rungs.values()), base_name, len(images), per_image, peak)
+    ladder = Ladder(list(rungs.values()), base_name, len(images), per_image, peak)
+    ladder.compiles_while_timed = compiles
+    return ladder
 
 
 def format_ladder(ladder: Ladder) -> str:
@@ -309,6 +345,11 @@ def format_ladder(ladder: Ladder) -> str:
         f"max|dlogit| and top-1 change: against eager fp32; "
         f"{ladder.flops_per_image / 1e9:.3g} GFLOP per image"
     )
+    if ladder.compiles_while_timed:
+        lines.append(
+            f"warning: {ladder.compiles_while_timed} torch.compile compilation(s) happened "
+            "inside the timed runs: the compiled rungs' times include them"
+        )
     peak = ladder.peak
     if peak is None:
         lines.append("peak: cannot be known here (no clock in /proc/cpuinfo, or not a CPU)")

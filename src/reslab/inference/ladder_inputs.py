@@ -17,10 +17,11 @@ from torch import Tensor, nn
 
 from reslab.data.datasets import ImageDataset
 from reslab.inference.classes import restrict_class_index
+from reslab.inference.cpu_int8 import int8_choice
 from reslab.inference.predict import class_names_of
 from reslab.models import ResNet
 
-__all__ = ["environment", "ladder_eval_data", "torchvision_twin"]
+__all__ = ["environment", "int8_facts", "ladder_eval_data", "torchvision_twin"]
 
 EvalData = Callable[[], Iterator[tuple[Tensor, Tensor]]]
 
@@ -89,14 +90,26 @@ def _version(package: str) -> str | None:
     return getattr(module, "__version__", None)
 
 
+def int8_facts() -> dict:
+    """The int8 arithmetic the int8 rungs use on this CPU: its class, the flags seen, and
+    the weights' bits (7 on x86 without VNNI: see :mod:`~.cpu_int8`), as each rung has it."""
+    choice = int8_choice()
+    return {
+        **choice.to_dict(),
+        "onnx-int8": f"weights {choice.weights}, activations uint8",
+        "int8": f"weights {choice.weights}, activations uint8",
+    }
+
+
 def environment() -> dict:
     """The facts a ladder's numbers depend on: CPU, its SIMD flags, threads, package versions,
-    load average (1, 5, 15 min)."""
+    load average (1, 5, 15 min), the int8 arithmetic chosen for this CPU."""
     from reslab.models.profile import cpu_flags, cpu_name
 
     return {
         "cpu": cpu_name(),
         "cpu_flags": cpu_flags(("avx", "amx", "fma")),
+        "int8": int8_facts(),
         "machine": platform.machine(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
