@@ -89,10 +89,19 @@ RECIPES = {
     ("train",): ["data", "model", "optimisation", "precision", "run folder", "runtime"],
     ("finetune",): ["data", "model", "optimisation", "run folder", "runtime"],
     ("experiment", "degradation"): [
-        "experiment", "data", "optimisation", "precision", "experiment folder", "runtime",
+        "experiment",
+        "data",
+        "optimisation",
+        "precision",
+        "experiment folder",
+        "runtime",
     ],  # fmt: skip
     ("experiment", "fastbook"): [
-        "experiment", "data", "optimisation", "experiment folder", "runtime",
+        "experiment",
+        "data",
+        "optimisation",
+        "experiment folder",
+        "runtime",
     ],  # fmt: skip
 }
 

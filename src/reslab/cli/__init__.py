@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from reslab.version import __version__
 
@@ -48,7 +49,7 @@ class Parser(argparse.ArgumentParser):
     """argparse with a usage error in one line, exit code 2 (``reslab train: error: argument
     --threads: expected a positive integer, got '0' (see --help)``); ``--help`` shows usage."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 

@@ -117,12 +117,15 @@ def _dest(spec: OptionSpec) -> str:
     return on[0].removeprefix("--").removeprefix("no-").replace("-", "_")
 
 
+Container = argparse._ActionsContainer  # a parser or an argument group
+
+
 def _mark(action: argparse.Action, spec: OptionSpec) -> argparse.Action:
     action.shared_option = spec.shared  # which shared declaration made it (tests check)
     return action
 
 
-def _add_flag(container, spec: OptionSpec, dest: str, default: Any, value: Any) -> None:
+def _add_flag(container: Container, spec: OptionSpec, dest: str, default: Any, value: Any) -> None:
     on = [x for x in spec.flags if not x.startswith("--no-")]
     off = [x for x in spec.flags if x.startswith("--no-")]
     on_help = help_text(spec, default) if default is not True or not off else argparse.SUPPRESS
@@ -140,7 +143,11 @@ def _add_flag(container, spec: OptionSpec, dest: str, default: Any, value: Any) 
 
 
 def add_option(
-    container, spec: OptionSpec, dest: str | None = None, default: Any = None, value: Any = None
+    container: Container,
+    spec: OptionSpec,
+    dest: str | None = None,
+    default: Any = None,
+    value: Any = None,
 ) -> None:
     """Add ``spec``'s flags to a parser or argument group.
 
@@ -170,7 +177,7 @@ def add_option(
 
 
 def add_shared(
-    container,
+    container: Container,
     spec: OptionSpec,
     default: Any = None,
     *,
