@@ -95,14 +95,14 @@ RECIPES = {
         "precision",
         "experiment folder",
         "runtime",
-    ],  # fmt: skip
+    ],
     ("experiment", "fastbook"): [
         "experiment",
         "data",
         "optimisation",
         "experiment folder",
         "runtime",
-    ],  # fmt: skip
+    ],
 }
 
 
