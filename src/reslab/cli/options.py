@@ -121,7 +121,8 @@ Container = argparse._ActionsContainer  # a parser or an argument group
 
 
 def _mark(action: argparse.Action, spec: OptionSpec) -> argparse.Action:
-    action.shared_option = spec.shared  # which shared declaration made it (tests check)
+    # Which shared declaration made it (the tests walk the parsers for it).
+    action.shared_option = spec.shared  # type: ignore[attr-defined]
     return action
 
 
@@ -211,12 +212,14 @@ def add_config_options(
             raise TypeError(f"{config_cls.__name__}.{f.name}: the shared {spec.flags[0]} "
                             f"is the field {_dest(spec)!r}")  # fmt: skip
         entries.append((spec, f.name, _default(f)))
-    for key in (*GROUPS, None):
+    sections: list[tuple[str | None, str, str | None]] = [(k, *GROUPS[k]) for k in GROUPS]
+    for key, title, description in [*sections, (None, OTHER_OPTIONS, None)]:
         members = [e for e in entries if e[0].group == key]
         if not members:
             continue
-        title, description = GROUPS[key] if key is not None else (OTHER_OPTIONS, None)
-        group = parser.add_argument_group((titles or {}).get(key, title), description)
+        if key is not None and titles and key in titles:
+            title = titles[key]
+        group = parser.add_argument_group(title, description)
         for spec, dest, default in members:
             add_option(group, spec, dest, default)
 
