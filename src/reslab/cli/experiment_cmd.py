@@ -13,7 +13,8 @@ from reslab.recipes.fastbook import FastbookConfig, run_fastbook
 
 __all__ = ["register"]
 
-TITLES = {"run": "experiment folder"}  # the --help section of --out and --report
+# The --help section of --out and --report.
+TITLES = {"run": ("experiment folder", "where the runs, the results and the figures are written")}
 
 
 def cmd_degradation(args: argparse.Namespace) -> int:

@@ -199,11 +199,12 @@ def add_config_options(
     config_cls: type,
     exclude: Iterable[str] = (),
     extra: Iterable[OptionSpec] = (),
-    titles: Mapping[str, str] | None = None,
+    titles: Mapping[str, tuple[str, str]] | None = None,
 ) -> None:
     """One flag per command-line option of ``config_cls`` (its help, type and choices), plus
     the shared options ``extra`` that the command takes besides, in ``--help`` sections by
-    group (:data:`reslab.recipes.options.GROUPS`; ``titles`` renames some)."""
+    group (:data:`reslab.recipes.options.GROUPS`; ``titles`` gives some another title and
+    description)."""
     entries = [(spec, _dest(spec), None) for spec in extra]
     for f, spec in option_specs(config_cls):
         if not spec.cli or f.name in exclude:
@@ -218,7 +219,7 @@ def add_config_options(
         if not members:
             continue
         if key is not None and titles and key in titles:
-            title = titles[key]
+            title, description = titles[key]
         group = parser.add_argument_group(title, description)
         for spec, dest, default in members:
             add_option(group, spec, dest, default)
