@@ -11,10 +11,11 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from reslab.version import __version__
 
-__all__ = ["main", "build_parser", "CliError"]
+__all__ = ["main", "build_parser", "CliError", "Parser"]
 
 # Modules that add sub-commands; a missing optional one is skipped.
 COMMAND_MODULES = (
@@ -44,6 +45,14 @@ class CliError(Exception):
         self.code = code
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a usage error in one line, exit code 2 (``reslab train: error: argument
+    --threads: expected a positive integer, got '0' (see --help)``); ``--help`` shows usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 class PlotKinds:
     """The ``reslab plot KIND`` sub-parsers, made when the first kind is added (so ``plot``
     is listed where its module registers it)."""
@@ -60,7 +69,7 @@ class PlotKinds:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="reslab", description="Residual networks: build, verify, train, inspect, ship."
     )
     parser.add_argument("--version", action="version", version=f"reslab {__version__}")

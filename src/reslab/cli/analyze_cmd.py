@@ -9,10 +9,12 @@ from pathlib import Path
 from reslab.analysis.blocks import study_blocks
 from reslab.analysis.blocks_plot import plot_blocks
 from reslab.cli import CliError
-from reslab.cli.argtypes import count, folder, positive_int
+from reslab.cli.argtypes import count, positive_int
+from reslab.cli.options import add_shared
 from reslab.data import load_dataset, make_loader
 from reslab.files import atomic_write_json, check_output_dir, check_output_file
 from reslab.recipes import subset
+from reslab.recipes.shared_options import DATA, DATA_DIR, OUT_DIR
 from reslab.runs import claim, names, run_inputs
 from reslab.weights import resolve_model, resolve_spec_path
 
@@ -75,8 +77,8 @@ def register(sub: argparse._SubParsersAction, plots) -> None:
         "features. Writes blocks.json and blocks.png.",
     )
     b.add_argument("spec", metavar="CKPT|RUN_DIR|MODEL@WEIGHTS")
-    b.add_argument("--data", required=True, help="fashion-mnist, cifar10 or a folder")
-    b.add_argument("--data-dir", type=folder, help="where to look for the data first")
+    add_shared(b, DATA, required=True)
+    add_shared(b, DATA_DIR)
     b.add_argument(
         "--limit",
         type=positive_int,
@@ -89,8 +91,6 @@ def register(sub: argparse._SubParsersAction, plots) -> None:
         default=5000,
         help="training images for the stage probes (0: none; default 5000)",
     )
-    b.add_argument(
-        "--out", help=f"folder for {names.BLOCKS_JSON}/png (default: beside the checkpoint)"
-    )
+    add_shared(b, OUT_DIR, default_text=f"beside the checkpoint ({names.BLOCKS_JSON}, png)")
     b.add_argument("--json", action="store_true", help="print the report as JSON")
     b.set_defaults(func=cmd_blocks)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from reslab.cli import CliError
-from reslab.cli.argtypes import count, positive_int
+from reslab.cli.argtypes import positive_int
 from reslab.cli.engine_args import (
     add_calibration_options,
     add_engine_option,
@@ -19,6 +19,7 @@ from reslab.cli.engine_args import (
     ensure_available,
     require_calibration,
 )
+from reslab.cli.options import add_shared
 from reslab.data import load_dataset
 from reslab.inference import (
     ENGINE_NAMES,
@@ -32,6 +33,7 @@ from reslab.inference import (
 from reslab.models import get_model_spec
 from reslab.models.peak_memory import measure_peak_memory
 from reslab.models.profile import bench_models, cpu_name
+from reslab.recipes.shared_options import DATA, THREADS
 from reslab.weights import resolve_model
 
 __all__ = ["register"]
@@ -191,7 +193,7 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
         "--size", type=positive_int, help="image side (default 224; engines: the model's)"
     )
     p.add_argument("--runs", type=positive_int, default=5, help="timed runs; the median is shown")
-    p.add_argument("--threads", type=count, default=0, help="torch threads (default: torch's)")
+    add_shared(p, THREADS, default_text="torch's")
     p.add_argument("--layers", default="torch", choices=["torch", "scratch"], help="layer set")
     p.add_argument(
         "--compare",
@@ -203,7 +205,7 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
     add_engine_option(p, default=None)
     p.add_argument("--ladder", action="store_true", help="every engine this machine has")
     p.add_argument("--engines", metavar="A,B,C", help="--ladder: only these engines")
-    p.add_argument("--data", help="engines: top-1 on this data set's test split (real images)")
+    add_shared(p, DATA, default_text="none: seeded random images, no top-1")
     p.add_argument(
         "--limit", type=positive_int, help="engines: top-1 on N images (a seeded sample)"
     )

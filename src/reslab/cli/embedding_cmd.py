@@ -10,7 +10,9 @@ from tqdm import tqdm
 
 from reslab.analysis import class_embedding_report
 from reslab.analysis.region_demos import check_channels, eval_batches
-from reslab.cli.argtypes import count, folder, positive_int
+from reslab.cli.argtypes import count
+from reslab.cli.options import add_shared
+from reslab.recipes.shared_options import BS, DATA, DATA_DIR
 from reslab.weights import resolve_model
 
 __all__ = ["register"]
@@ -47,8 +49,8 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
         "the bias range and, on a data set, how often dropping the bias changes the top-1.",
     )
     e.add_argument("model", help="checkpoint, MODEL@WEIGHTS or MODEL")
-    e.add_argument("--data", help="fashion-mnist, cifar10 or an image folder (test/val split)")
-    e.add_argument("--data-dir", type=folder, help="folder to look for data sets in first")
+    add_shared(e, DATA, default_text="none: the bias range only")
+    add_shared(e, DATA_DIR)
     e.add_argument("--limit", type=count, default=0, help="use at most this many images (0: all)")
-    e.add_argument("--bs", type=positive_int, default=64, help="batch size (default 64)")
+    add_shared(e, BS, 64)
     e.set_defaults(func=cmd_embedding)

@@ -13,7 +13,8 @@ import sys
 from torch import Tensor, nn
 
 from reslab.cli import CliError
-from reslab.cli.argtypes import folder, positive_int
+from reslab.cli.argtypes import positive_int
+from reslab.cli.options import add_shared
 from reslab.data import load_dataset
 from reslab.inference import (
     ENGINE_NAMES,
@@ -24,6 +25,7 @@ from reslab.inference import (
     get_engine,
 )
 from reslab.models import ResNet
+from reslab.recipes.shared_options import DATA_DIR
 
 __all__ = [
     "add_calibration_options",
@@ -50,7 +52,7 @@ def add_engine_option(parser: argparse.ArgumentParser, default: str | None = "ea
 def add_calibration_options(parser: argparse.ArgumentParser, data_dir: bool = True) -> None:
     """``--calib DATA``, ``--calib-images N`` and (unless the command has it) ``--data-dir``."""
     if data_dir:
-        parser.add_argument("--data-dir", type=folder, help="where to look for DATA first")
+        add_shared(parser, DATA_DIR)
     parser.add_argument(
         "--calib",
         metavar="DATA",

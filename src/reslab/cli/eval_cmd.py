@@ -8,11 +8,21 @@ from pathlib import Path
 
 from reslab.analysis import plot_top_losses, top_losses, top_losses_records
 from reslab.cli import CliError
-from reslab.cli.argtypes import count, folder, names, positive_int
+from reslab.cli.argtypes import positive_int
 from reslab.cli.engine_args import add_calibration_options, add_engine_option, engine_runner
+from reslab.cli.options import RESTRICT_CLASSES, SPLIT, add_shared
 from reslab.data import load_dataset, make_loader
 from reslab.files import atomic_write_json, check_output_file
 from reslab.inference import class_names_of, restrict_class_index
+from reslab.recipes.shared_options import (
+    BS,
+    CLASSES,
+    DATA,
+    DATA_DIR,
+    OUT_FILE,
+    SKIP_BAD_IMAGES,
+    WORKERS,
+)
 from reslab.runs import claim, run_inputs
 from reslab.runs import names as run_names
 from reslab.training import evaluate
@@ -108,27 +118,18 @@ def _write_top_losses(n: int, model, loader, ds, class_index, confusion_png: Pat
 def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="accuracy and confusion matrix of a model on a data set")
     p.add_argument("spec", metavar="CKPT|RUN_DIR|MODEL@WEIGHTS")
-    p.add_argument("--data", required=True, help="fashion-mnist, cifar10 or a folder")
-    p.add_argument("--data-dir", type=folder, help="where to look for the data first")
-    p.add_argument(
-        "--split", default="test", choices=["test", "valid", "train"], help="(default: test)"
-    )
-    p.add_argument("--classes", type=names, help="evaluate on these classes (relabelled)")
-    p.add_argument(
-        "--restrict-classes",
-        nargs="?",
-        const="auto",
-        metavar="LIST",
-        help="score only the data's classes among the model's (ImageNet wnids/names matched "
-        "automatically, or one model class index/name per data class, comma-separated)",
-    )
-    p.add_argument("--bs", type=positive_int, default=256, help="batch size (default 256)")
-    p.add_argument("--workers", type=count, default=2, help="loader processes (default 2)")
+    add_shared(p, DATA, required=True)
+    add_shared(p, DATA_DIR)
+    add_shared(p, SPLIT, "test")
+    add_shared(p, CLASSES)
+    add_shared(p, RESTRICT_CLASSES)
+    add_shared(p, BS, 256)
+    add_shared(p, WORKERS, 2)
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
     add_engine_option(p)
     add_calibration_options(p, data_dir=False)  # --data-dir above serves --calib too
-    p.add_argument("--skip-bad-images", action="store_true", help="leave unreadable files out")
-    p.add_argument("--out", help="confusion-matrix PNG (default: beside the checkpoint)")
+    add_shared(p, SKIP_BAD_IMAGES, False)
+    add_shared(p, OUT_FILE, default_text=f"{run_names.CONFUSION} beside the checkpoint")
     p.add_argument("--json", action="store_true", help="also print the numbers as JSON")
     p.add_argument(
         "--top-losses",

@@ -13,6 +13,9 @@ from reslab.recipes.fastbook import FastbookConfig, run_fastbook
 
 __all__ = ["register"]
 
+# The --help section of --out and --report.
+TITLES = {"run": ("experiment folder", "where the runs, the results and the figures are written")}
+
 
 def cmd_degradation(args: argparse.Namespace) -> int:
     cfg = DegradationConfig(**config_fields_from_args(DegradationConfig, args))
@@ -67,7 +70,7 @@ def register(sub: argparse._SubParsersAction, plots) -> None:
         "of the training images), the running training error and the test error; write "
         "results.json, results.md (next to the paper's numbers) and degradation.png.",
     )
-    add_config_options(d, DegradationConfig)
+    add_config_options(d, DegradationConfig, titles=TITLES)
     d.set_defaults(func=cmd_degradation)
     f = kinds.add_parser(
         "fastbook",
@@ -76,5 +79,5 @@ def register(sub: argparse._SubParsersAction, plots) -> None:
         "ResNet-18 and (budget book) ResNet-50, each with lr_find + one-cycle; write a table "
         "(model, parameters, accuracy, seconds) and the LR-finder curves.",
     )
-    add_config_options(f, FastbookConfig)
+    add_config_options(f, FastbookConfig, titles=TITLES)
     f.set_defaults(func=cmd_fastbook)

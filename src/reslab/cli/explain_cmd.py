@@ -8,12 +8,13 @@ from pathlib import Path
 
 import torch
 
-from reslab.analysis import CAM_METHODS, explain, plot_explanation
+from reslab.analysis import explain, plot_explanation
 from reslab.analysis.explain import percent
-from reslab.cli.argtypes import positive_int
+from reslab.cli.options import LAYER, METHOD, TOPK, add_shared
 from reslab.data import ImageDecodeError
 from reslab.files import check_output_dir, check_output_file
 from reslab.inference import class_names_of, load_for_model
+from reslab.recipes.shared_options import OUT_DIR, THREADS
 from reslab.weights import resolve_model
 
 __all__ = ["register"]
@@ -78,16 +79,12 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
     )
     p.add_argument("spec", metavar="MODEL@TAG|CKPT|RUN_DIR")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--topk", type=positive_int, default=3, help="classes per image (default 3)")
+    add_shared(p, TOPK, 3)
     p.add_argument(
         "--class", dest="target", metavar="NAME", help="explain this class (name or index) only"
     )
-    p.add_argument("--method", choices=CAM_METHODS, default="gradcam", help="(default: gradcam)")
-    p.add_argument(
-        "--layer",
-        metavar="NAME",
-        help="module whose activations are weighted (default: the last stage, layer4/layer3)",
-    )
-    p.add_argument("--out", default=".", metavar="DIR", help="output folder (default: .)")
-    p.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    add_shared(p, METHOD, "gradcam")
+    add_shared(p, LAYER)
+    add_shared(p, OUT_DIR, ".", default_text="the current folder")
+    add_shared(p, THREADS, default_text="torch's")
     p.set_defaults(func=cmd_explain)

@@ -18,6 +18,7 @@ from reslab.cli.engine_args import (
     ensure_available,
     require_calibration,
 )
+from reslab.cli.options import add_shared
 from reslab.files import check_output_file
 from reslab.inference import (
     CALIBRATION_METHODS,
@@ -36,6 +37,7 @@ from reslab.inference.export import (
     max_abs_difference,
     to_torch_layers,
 )
+from reslab.recipes.shared_options import OUT_FILE
 from reslab.runs import run_inputs
 from reslab.weights import resolve_model
 
@@ -182,9 +184,7 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
         action="store_true",
         help="fold each BatchNorm into the conv before it (same outputs, fewer ops)",
     )
-    p.add_argument(
-        "--out", help="file to write (default: next to CKPT, or ./MODEL.onnx|.torchscript)"
-    )
+    add_shared(p, OUT_FILE, default_text="next to CKPT, or ./MODEL.onnx|.torchscript")
     p.add_argument(
         "--batch",
         type=positive_int,

@@ -7,6 +7,7 @@ import argparse
 
 from reslab.cli.options import add_config_options, config_fields_from_args
 from reslab.recipes import FinetuneConfig, finetune_resume_config, run_finetune
+from reslab.recipes.shared_options import RESUME
 
 __all__ = ["register"]
 
@@ -31,6 +32,5 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
         description="Replace the classifier of a pretrained model and train on new data. "
         "Frozen parts keep their BatchNorm statistics too.",
     )
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR exactly")
-    add_config_options(p, FinetuneConfig)
+    add_config_options(p, FinetuneConfig, extra=[RESUME])
     p.set_defaults(func=cmd_finetune)

@@ -7,8 +7,10 @@ from pathlib import Path
 
 from reslab.analysis.region_demos import linear_demo, model_regions, vgg_demo
 from reslab.cli import CliError
-from reslab.cli.argtypes import count, finite_float, folder
+from reslab.cli.argtypes import count, finite_float
+from reslab.cli.options import add_shared
 from reslab.files import check_output_dir, check_output_file
+from reslab.recipes.shared_options import DATA, DATA_DIR, OUT_DIR, OUT_FILE, SEED
 from reslab.runs import History, claim, names, read_history, read_lr_find, run_inputs
 from reslab.training.plots import plot_history, plot_lr_find, plot_lr_schedule
 
@@ -79,11 +81,11 @@ def cmd_decision_regions(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction) -> None:
     p = plots.add_parser("history", help="training curves of a run folder")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--out", help=f"PNG to write (default RUN_DIR/{names.CURVES})")
+    add_shared(p, OUT_FILE, default_text=f"RUN_DIR/{names.CURVES}")
     p.set_defaults(func=cmd_plot_history)
     p = plots.add_parser("lr", help="LR-finder curve (or the LR schedule) of a run folder")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--out", help=f"PNG to write (default RUN_DIR/{names.LR_FIND_PNG})")
+    add_shared(p, OUT_FILE, default_text=f"RUN_DIR/{names.LR_FIND_PNG}")
     p.set_defaults(func=cmd_plot_lr)
     p = plots.add_parser(
         "decision-regions",
@@ -96,11 +98,8 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--head", choices=("linear", "vgg"), help="a demonstration head")
     which.add_argument("--model", help="checkpoint, MODEL@WEIGHTS or MODEL: plot its fc head")
-    p.add_argument(
-        "--data",
-        help="fashion-mnist, cifar10 or an image folder (default for --head vgg: fashion-mnist)",
-    )
-    p.add_argument("--data-dir", type=folder, help="folder to look for data sets in first")
+    add_shared(p, DATA, default_text="fashion-mnist for --head vgg")
+    add_shared(p, DATA_DIR)
     p.add_argument(
         "--slices",
         choices=("axes", "examples"),
@@ -115,6 +114,6 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
     p.add_argument("--classes", type=int, default=10, help="classes of the --head linear demo")
     p.add_argument("--epochs", type=count, default=3, help="training epochs of the --head vgg demo")
     p.add_argument("--limit", type=int, default=2000, help="examples used to choose slices")
-    p.add_argument("--seed", type=count, default=0, help="random seed (default 0)")
-    p.add_argument("--out", default=".", help="output folder (default: current folder)")
+    add_shared(p, SEED, 0)
+    add_shared(p, OUT_DIR, ".", default_text="the current folder")
     p.set_defaults(func=cmd_decision_regions)

@@ -8,9 +8,10 @@ import sys
 
 import torch
 
-from reslab.cli.argtypes import positive_int
 from reslab.cli.engine_args import add_calibration_options, add_engine_option, engine_runner
+from reslab.cli.options import TOPK, add_shared
 from reslab.inference import predict_files
+from reslab.recipes.shared_options import BS, THREADS
 from reslab.weights import resolve_model
 
 __all__ = ["register"]
@@ -45,12 +46,10 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
     )
     p.add_argument("spec", metavar="MODEL@TAG|CKPT|RUN_DIR")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--topk", type=positive_int, default=5, help="classes per image (default 5)")
+    add_shared(p, TOPK, 5)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.add_argument(
-        "--bs", type=positive_int, default=16, help="images per forward pass (default 16)"
-    )
-    p.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    add_shared(p, BS, 16)
+    add_shared(p, THREADS, default_text="torch's")
     add_engine_option(p)
     add_calibration_options(p)
     p.set_defaults(func=cmd_predict)

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import torch
 
-from reslab.analysis import CAM_METHODS, REPORT_NAME, build_model_report, write_report
+from reslab.analysis import REPORT_NAME, build_model_report, write_report
 from reslab.cli import CliError
-from reslab.cli.argtypes import count, device, positive_int
+from reslab.cli.argtypes import count, positive_int
+from reslab.cli.options import LAYER, METHOD, RESTRICT_CLASSES, SPLIT, add_shared
 from reslab.data import load_dataset
 from reslab.files import atomic_write_text, check_output_file
 from reslab.inference import class_names_of, restrict_class_index
+from reslab.recipes.shared_options import DATA, DATA_DIR, DEVICE, OUT_FILE
 from reslab.runs import run_inputs
 from reslab.weights import resolve_model
 
@@ -96,19 +98,11 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
         "images embedded, no script, nothing fetched from a network.",
     )
     p.add_argument("target", metavar="RUN_DIR|EXPERIMENT_DIR|MODEL@TAG")
-    p.add_argument("--out", metavar="FILE", help=f"where to write (default FOLDER/{REPORT_NAME})")
-    p.add_argument("--data", help="report on the model TARGET on this data set")
-    p.add_argument("--data-dir", metavar="DIR", help="with --data: where to look for it first")
-    p.add_argument(
-        "--split", default="test", choices=["test", "valid", "train"], help="(default: test)"
-    )
-    p.add_argument(
-        "--restrict-classes",
-        nargs="?",
-        const="auto",
-        metavar="LIST",
-        help="with --data: score only the data's classes among the model's (as `reslab eval`)",
-    )
+    add_shared(p, OUT_FILE, default_text=f"FOLDER/{REPORT_NAME}")
+    add_shared(p, DATA, default_text="none: TARGET is a run or an experiment folder")
+    add_shared(p, DATA_DIR)
+    add_shared(p, SPLIT, "test")
+    add_shared(p, RESTRICT_CLASSES)
     p.add_argument(
         "--limit",
         type=positive_int,
@@ -120,7 +114,7 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
     p.add_argument(
         "--top-losses", type=count, default=12, metavar="N", help="wrong images shown (default 12)"
     )
-    p.add_argument("--method", choices=CAM_METHODS, default="gradcam", help="(default: gradcam)")
-    p.add_argument("--layer", metavar="NAME", help="layer of the class maps (default: last stage)")
-    p.add_argument("--device", type=device, help="cpu or cuda (default: cuda when available)")
+    add_shared(p, METHOD, "gradcam")
+    add_shared(p, LAYER)
+    add_shared(p, DEVICE, default_text="cuda when available")
     p.set_defaults(func=cmd_report)

@@ -9,6 +9,7 @@ from reslab.analysis import write_report
 from reslab.cli import CliError
 from reslab.cli.options import add_config_options, config_fields_from_args
 from reslab.recipes import TrainConfig, resume_config, run_training
+from reslab.recipes.shared_options import RESUME
 from reslab.runs import names
 from reslab.training import TrainingDiverged, cleanup_distributed, dist_info
 
@@ -52,6 +53,5 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
         f"{names.CURVES}, {names.METRICS} and {names.REPORT} into --out, and prints the test "
         "accuracy. Under torchrun, --bs is per process.",
     )
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR exactly")
-    add_config_options(p, TrainConfig)
+    add_config_options(p, TrainConfig, extra=[RESUME])
     p.set_defaults(func=cmd_train)

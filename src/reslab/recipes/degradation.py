@@ -18,6 +18,25 @@ from reslab.models import list_models
 from reslab.recipes.degradation_results import FIGURE, collect_results, write_results
 from reslab.recipes.experiment import ExperimentRun, open_experiment, train_runs
 from reslab.recipes.options import check_options, option
+from reslab.recipes.shared_options import (
+    AMP,
+    BS,
+    DATA,
+    DATA_DIR,
+    DEVICE,
+    EXPERIMENT_OUT,
+    LABEL_SMOOTHING,
+    LR,
+    MILESTONES,
+    MOMENTUM,
+    PROGRESS,
+    REPORT,
+    THREADS,
+    TRAIN_EVAL,
+    TRAIN_LIMIT,
+    WARMUP_EPOCHS,
+    WD,
+)
 from reslab.recipes.train_config import TrainConfig
 from reslab.runs import names, write_manifest
 
@@ -84,70 +103,54 @@ RECIPE_KEYS = (
 class DegradationConfig:
     """Options of ``reslab experiment degradation``."""
 
-    data: str = option("cifar10", "cifar10, fashion-mnist, or a folder with train/ and test/")
-    data_dir: str | None = option(None, "where to look for the data first", "folder", metavar="DIR")
-    depths: list[int] = option([20, 56], "network depths (6n+2: 20, 32, 44, 56, 110)", "ints")
+    data: str = option("cifar10", DATA)
+    data_dir: str | None = option(None, DATA_DIR)
+    depths: list[int] = option(
+        [20, 56], "network depths (6n+2: 20, 32, 44, 56, 110)", "ints", group="experiment"
+    )
     arms: list[str] = option(
-        ["plain", "residual"], f"families to train: {', '.join(ARMS)}", "names", metavar="LIST"
-    )
-    seeds: int = option(1, "seeds per network (0, 1, …); results give mean ± std", "positive_int")
-    budget: str = option(
-        "short", "a named recipe (explicit options override it)", choices=tuple(BUDGETS)
-    )
-    epochs: int | None = option(None, "epochs", "positive_int", default_text="the budget's")
-    train_limit: int | None = option(
-        None,
-        "train on a fixed subset of this many images",
-        "positive_int",
-        default_text="the budget's",
-    )
-    bs: int | None = option(None, "batch size", "positive_int", default_text="the budget's")
-    lr: float | None = option(
-        None, "(peak) learning rate", "positive_float", default_text="the budget's"
-    )
-    schedule: str | None = option(
-        None, "learning-rate schedule", choices=("one-cycle", "constant", "step")
-    )
-    milestones: list[int] | None = option(
-        None, "epochs where --schedule step divides the LR by 10", "epochs"
-    )
-    warmup_epochs: int | None = option(
-        None,
-        f"step schedule: epochs at a tenth of the LR first, nets of {WARMUP_MIN_DEPTH}+ layers",
-        "count",
-        default_text="the budget's",
-    )
-    label_smoothing: float | None = option(None, "label smoothing", "fraction")
-    wd: float | None = option(None, "weight decay", "non_negative_float")
-    momentum: float | None = option(None, "SGD momentum", "fraction")
-    amp: bool | None = option(
-        None,
-        "bf16 mixed precision",
-        "flag",
-        flags=("--amp", "--no-amp"),
-        default_text="the budget's, else on where bf16 is native",
-    )
-    train_eval: int | None = option(
-        None,
-        "training images for the clean training error",
-        "positive_int",
-        default_text="the budget's",
-    )
-    out: str = option("runs/degradation", "the experiment folder (runs/, results, figure)")
-    device: str | None = option(
-        None, "cpu or cuda", "device", default_text="cuda when available", runtime=True
-    )
-    threads: int | None = option(None, "torch CPU threads", "positive_int", runtime=True)
-    report: bool = option(
-        True, "write report.html at the end", "flag", flags=("--report", "--no-report"),
-        runtime=True,
+        ["plain", "residual"], f"families to train: {', '.join(ARMS)}", "names", metavar="LIST",
+        group="experiment",
     )  # fmt: skip
-    progress: bool = option(
-        True, "progress bars", "flag", flags=("--progress", "--no-progress"), runtime=True
+    seeds: int = option(
+        1, "seeds per network (0, 1, …); results give mean ± std", "positive_int",
+        group="experiment",
+    )  # fmt: skip
+    budget: str = option(
+        "short", "a named recipe (explicit options override it)", choices=tuple(BUDGETS),
+        group="experiment",
+    )  # fmt: skip
+    epochs: int | None = option(
+        None, "epochs", "positive_int", default_text="the budget's", group="optimisation"
     )
+    train_limit: int | None = option(None, TRAIN_LIMIT, default_text="the budget's")
+    bs: int | None = option(None, BS, default_text="the budget's")
+    lr: float | None = option(None, LR, default_text="the budget's")
+    schedule: str | None = option(
+        None, "learning-rate schedule", choices=("one-cycle", "constant", "step"),
+        default_text="the budget's", group="optimisation",
+    )  # fmt: skip
+    milestones: list[int] | None = option(None, MILESTONES, default_text="the budget's")
+    warmup_epochs: int | None = option(
+        None, WARMUP_EPOCHS,
+        default_text=f"the budget's, for nets of {WARMUP_MIN_DEPTH}+ layers; others: 0",
+    )  # fmt: skip
+    label_smoothing: float | None = option(None, LABEL_SMOOTHING, default_text="the budget's")
+    wd: float | None = option(None, WD, default_text="the budget's")
+    momentum: float | None = option(None, MOMENTUM, default_text="the budget's")
+    amp: bool | None = option(None, AMP, default_text="the budget's, else on where bf16 is native")
+    train_eval: int | None = option(None, TRAIN_EVAL, default_text="the budget's")
+    out: str = option("runs/degradation", EXPERIMENT_OUT)
+    device: str | None = option(None, DEVICE, default_text="cuda when available")
+    threads: int | None = option(None, THREADS, default_text="torch's")
+    report: bool = option(True, REPORT)
+    progress: bool = option(True, PROGRESS)
 
     def __post_init__(self) -> None:
         check_options(self)
+        if self.train_eval == 0:
+            raise ValueError("--train-eval: the experiment measures the clean training error; "
+                             "give at least 1 image")  # fmt: skip
         lists: list[tuple[str, list[Any]]] = [("--depths", self.depths), ("--arms", self.arms)]
         for flag, values in lists:
             repeated = sorted({str(v) for v in values if values.count(v) > 1})

@@ -18,6 +18,18 @@ from reslab.files import atomic_write, atomic_write_text
 from reslab.models.profile import count_params
 from reslab.recipes.experiment import ExperimentRun, open_experiment, train_runs
 from reslab.recipes.options import check_options, option
+from reslab.recipes.shared_options import (
+    BS,
+    DATA,
+    DEVICE,
+    EXPERIMENT_OUT,
+    PROGRESS,
+    REPORT,
+    THREADS,
+    TRAIN_LIMIT,
+    WD,
+    WORKERS,
+)
 from reslab.recipes.train_config import TrainConfig
 from reslab.runs import (
     ExperimentFolder,
@@ -59,36 +71,28 @@ LEADERBOARD_128_5 = 85.77
 class FastbookConfig:
     """Options of ``reslab experiment fastbook``."""
 
-    data: str = option(
-        None, "Imagenette: a folder with train/ and val/ class folders", required=True
-    )
+    data: str = option(None, DATA, required=True)
     budget: str = option(
-        "cpu", "book: the chapter; cpu: models 1-4 at 64 px", choices=tuple(FASTBOOK_BUDGETS)
-    )
-    steps: list[int] | None = option(
-        None, "which of the budget's models to train (1-5)", "ints", default_text="all"
-    )
-    epochs: int | None = option(
-        None, "epochs per model", "positive_int", default_text="the budget's"
-    )
-    bs: int = option(64, "batch size", "positive_int")
-    wd: float = option(0.01, "weight decay (AdamW, as fastai's default)", "non_negative_float")
-    train_limit: int | None = option(
-        None, "train on a fixed subset of this many images", "positive_int"
-    )
-    workers: int = option(2, "image-decoding processes", "count", runtime=True)
-    out: str = option("runs/fastbook", "the experiment folder (runs/, results, figures)")
-    device: str | None = option(
-        None, "cpu or cuda", "device", default_text="cuda when available", runtime=True
-    )
-    threads: int | None = option(None, "torch CPU threads", "positive_int", runtime=True)
-    report: bool = option(
-        True, "write report.html at the end", "flag", flags=("--report", "--no-report"),
-        runtime=True,
+        "cpu", "book: the chapter; cpu: models 1-4 at 64 px", choices=tuple(FASTBOOK_BUDGETS),
+        group="experiment",
     )  # fmt: skip
-    progress: bool = option(
-        True, "progress bars", "flag", flags=("--progress", "--no-progress"), runtime=True
-    )
+    steps: list[int] | None = option(
+        None, "which of the budget's models to train (1-5)", "ints", default_text="all",
+        group="experiment",
+    )  # fmt: skip
+    epochs: int | None = option(
+        None, "epochs per model", "positive_int", default_text="the budget's",
+        group="optimisation",
+    )  # fmt: skip
+    bs: int = option(64, BS)
+    wd: float = option(0.01, WD, default_text="0.01, fastai's for AdamW")
+    train_limit: int | None = option(None, TRAIN_LIMIT)
+    workers: int = option(2, WORKERS)
+    out: str = option("runs/fastbook", EXPERIMENT_OUT)
+    device: str | None = option(None, DEVICE, default_text="cuda when available")
+    threads: int | None = option(None, THREADS, default_text="torch's")
+    report: bool = option(True, REPORT)
+    progress: bool = option(True, PROGRESS)
 
     def __post_init__(self) -> None:
         if self.data is None:

@@ -8,6 +8,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from reslab.recipes.options import check_options, option
+from reslab.recipes.shared_options import (
+    AUGMENT,
+    BS,
+    CLASSES,
+    DATA,
+    DATA_DIR,
+    DEVICE,
+    LR,
+    MOMENTUM,
+    OPT,
+    OVERWRITE,
+    PROGRESS,
+    RUN_OUT,
+    SAVE_EVERY,
+    SEED,
+    THREADS,
+    TRAIN_LIMIT,
+    VALID_PCT,
+    WD,
+    WORKERS,
+)
 
 __all__ = ["DEFAULT_FINETUNE_LR", "FinetuneConfig"]
 
@@ -19,81 +40,85 @@ DEFAULT_FINETUNE_LR = {"adamw": 1e-3, "sgd": 0.01}
 class FinetuneConfig:
     """Options of one fine-tuning run (the ``reslab finetune`` flags)."""
 
-    source: str = option(None, "the pretrained model", flags=("--from",), metavar="MODEL@TAG|CKPT")
-    data: str = option(None, "fashion-mnist, cifar10 or a folder with train/ and val/")
-    out: str | None = option(
-        None, "run folder to write (model.safetensors, metrics.json, history.json)"
+    source: str = option(
+        None, "the pretrained model", flags=("--from",), metavar="MODEL@TAG|CKPT", group="model"
     )
-    overwrite: bool = option(
-        False, "replace the run already in --out (its files only)", "flag", flags=("--overwrite",)
-    )
+    data: str = option(None, DATA)
+    out: str | None = option(None, RUN_OUT, default_text="none: nothing is written")
+    overwrite: bool = option(False, OVERWRITE)
     freeze: str = option(
-        "backbone", "what stays frozen: backbone, none, or stages:N (stem + first N stages)"
+        "backbone",
+        "what stays frozen: backbone, none, or stages:N (stem + first N stages)",
+        group="model",
     )
     epochs: int = option(
-        3, "training epochs (after --freeze-epochs with --schedule fine-tune)", "count"
+        3,
+        "training epochs (after --freeze-epochs with --schedule fine-tune)",
+        "count",
+        group="optimisation",
     )
-    bs: int = option(64, "batch size", "positive_int")
+    bs: int = option(64, BS)
     lr: float | None = option(
         None,
-        "(peak) learning rate",
-        "positive_float",
+        LR,
         default_text=f"{DEFAULT_FINETUNE_LR['adamw']} adamw, {DEFAULT_FINETUNE_LR['sgd']} sgd",
     )
-    opt: str = option("adamw", "optimizer", choices=("sgd", "adamw"))
-    wd: float = option(1e-4, "weight decay (not on norms and biases)", "non_negative_float")
-    momentum: float = option(0.9, "SGD momentum (AdamW's beta1); 0 turns momentum off", "fraction")
+    opt: str = option("adamw", OPT)
+    wd: float = option(1e-4, WD)
+    momentum: float = option(0.9, MOMENTUM)
     schedule: str = option(
         "one-cycle",
         "one-cycle, constant, or fine-tune: --freeze-epochs frozen, then --epochs "
         "unfrozen (fastai)",
         choices=("one-cycle", "constant", "fine-tune"),
+        group="optimisation",
     )
-    freeze_epochs: int = option(1, "frozen epochs first, with --schedule fine-tune", "count")
-    lr_mult: float = option(1.0, "discriminative LRs: head LR / stem LR, e.g. 100", "multiplier")
+    freeze_epochs: int = option(
+        1, "frozen epochs first, with --schedule fine-tune", "count", group="optimisation"
+    )
+    lr_mult: float = option(
+        1.0, "discriminative LRs: head LR / stem LR, e.g. 100", "multiplier", group="optimisation"
+    )
     size: int | None = option(
-        None, "input side in pixels", "positive_int", default_text="the model's"
+        None, "input side in pixels", "positive_int", default_text="the model's", group="data"
     )
     gray: str = option(
         "repeat",
         "grey data: repeat to 3 channels, or sum conv1 to one channel",
         choices=("repeat", "conv1"),
+        group="model",
     )
     cache_features: str | None = option(
         None,
         "embed images once with the frozen backbone (in memory, or files in DIR)",
         metavar="DIR",
         const="memory",
+        group="data",
     )
     flip: bool = option(
         False,
         "with --cache-features: also embed mirror images (augment, TTA average)",
         "flag",
         flags=("--flip-tta",),
+        group="data",
     )
-    augment: bool = option(
-        True, "random crops and flips", "flag", flags=("--augment", "--no-augment")
+    augment: bool = option(True, AUGMENT)
+    classes: list[str] | None = option(None, CLASSES)
+    valid_pct: float = option(0.0, VALID_PCT)
+    train_limit: int | None = option(None, TRAIN_LIMIT)
+    valid_limit: int | None = option(
+        None,
+        "validate on a fixed random subset of this many images",
+        "positive_int",
+        group="data",
     )
-    classes: list[str] | None = option(None, "train on these classes only", "names", metavar="LIST")
-    valid_pct: float = option(0.0, "hold out this fraction of train for validation", "fraction")
-    train_limit: int | None = option(
-        None, "use a random subset of this many train images", "positive_int"
-    )
-    valid_limit: int | None = option(None, "… and of this many validation images", "positive_int")
-    data_dir: str | None = option(None, "where to look for data first", "folder", metavar="DIR")
-    workers: int = option(2, "DataLoader workers for image folders", "count", runtime=True)
-    save_every: int | None = option(
-        None, "also checkpoint every STEPS batches (each epoch always)", "positive_int",
-        metavar="STEPS",
-    )  # fmt: skip
-    seed: int = option(0, "random seed", "count")
-    device: str | None = option(
-        None, "cpu or cuda", "device", default_text="cuda when available", runtime=True
-    )
-    threads: int | None = option(None, "torch CPU threads", "positive_int", runtime=True)
-    progress: bool = option(
-        True, "progress bars", "flag", flags=("--progress", "--no-progress"), runtime=True
-    )
+    data_dir: str | None = option(None, DATA_DIR)
+    workers: int = option(2, WORKERS)
+    save_every: int | None = option(None, SAVE_EVERY)
+    seed: int = option(0, SEED)
+    device: str | None = option(None, DEVICE, default_text="cuda when available")
+    threads: int | None = option(None, THREADS, default_text="torch's")
+    progress: bool = option(True, PROGRESS)
 
     def __post_init__(self) -> None:
         if self.source is None or self.data is None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "GROUPS",
     "KINDS",
     "Kind",
     "OptionSpec",
@@ -92,6 +93,18 @@ KINDS: dict[str, Kind] = {
 }
 
 
+# The sections of a recipe's ``--help``, in this order: key -> (title, what the section holds).
+GROUPS: dict[str, tuple[str, str]] = {
+    "experiment": ("experiment", "which runs the experiment trains"),
+    "data": ("data", "what is trained on, and how it is fed"),
+    "model": ("model", "the network and where it starts from"),
+    "optimisation": ("optimisation", "epochs, batches, optimizer, schedule, loss"),
+    "precision": ("precision", "number formats and kernels"),
+    "run": ("run folder", "where the run is written, and what is kept in it"),
+    "runtime": ("runtime", "speed and display: these may change when a run is resumed"),
+}
+
+
 def parse_option(kind: str, text: str) -> Any:
     """Parse ``text`` as an option of ``kind``; ValueError saying what was expected."""
     spec = KINDS[kind]
@@ -120,6 +133,9 @@ class OptionSpec:
         cli: offered on the command line (False: Python only).
         default_text: how ``--help`` describes the default (for a ``None`` that means "auto").
         required: must be given on the command line.
+        group: the ``--help`` section, a key of :data:`GROUPS`.
+        shared: the name of the shared declaration this is
+            (:mod:`reslab.recipes.shared_options`), or None for a recipe's own option.
     """
 
     help: str
@@ -132,13 +148,33 @@ class OptionSpec:
     cli: bool = True
     default_text: str | None = None
     required: bool = False
+    group: str | None = None
+    shared: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown option kind {self.kind!r}")
+        if self.group is not None and self.group not in GROUPS:
+            raise ValueError(f"unknown option group {self.group!r}; expected one of {list(GROUPS)}")
 
 
-def option(default: Any, help: str, kind: str = "str", **spec: Any) -> Any:
-    """A dataclass field with its command-line description (see :class:`OptionSpec`)."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown option kind {kind!r}")
-    meta = {"option": OptionSpec(help=help, kind=kind, **spec)}
+# What a use of a shared option may set for itself: its default is the command's own.
+PER_USE = ("default_text", "required")
+
+
+def option(default: Any, help: str | OptionSpec, kind: str = "str", **spec: Any) -> Any:
+    """A dataclass field with its command-line description (see :class:`OptionSpec`).
+
+    ``help`` is the option's help text, or a shared declaration
+    (:mod:`reslab.recipes.shared_options`), of which a field may set only :data:`PER_USE`.
+    """
+    if isinstance(help, OptionSpec):
+        if kind != "str" or set(spec) - set(PER_USE):
+            raise TypeError(f"a shared option sets only its default and {', '.join(PER_USE)}")
+        described = dataclasses.replace(help, **spec)
+    else:
+        described = OptionSpec(help=help, kind=kind, **spec)
+    meta = {"option": described}
     if isinstance(default, (list, dict)):
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata=meta)

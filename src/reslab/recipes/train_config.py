@@ -8,6 +8,34 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reslab.recipes.options import check_options, option
+from reslab.recipes.shared_options import (
+    AMP,
+    AUGMENT,
+    BS,
+    CLASSES,
+    DATA,
+    DATA_DIR,
+    DEVICE,
+    LABEL_SMOOTHING,
+    LR,
+    MILESTONES,
+    MOMENTUM,
+    OPT,
+    OVERWRITE,
+    PROGRESS,
+    REPORT,
+    RUN_OUT,
+    SAVE_EVERY,
+    SEED,
+    SKIP_BAD_IMAGES,
+    THREADS,
+    TRAIN_EVAL,
+    TRAIN_LIMIT,
+    VALID_PCT,
+    WARMUP_EPOCHS,
+    WD,
+    WORKERS,
+)
 
 __all__ = ["DEFAULT_LR", "TrainConfig"]
 
@@ -21,153 +49,131 @@ SCHEDULES = ("one-cycle", "constant", "step")
 class TrainConfig:
     """Options of one training run (the ``reslab train`` flags)."""
 
-    data: str = option(
-        None, "fashion-mnist, cifar10, or a folder with train/ and val/ class folders"
-    )
-    out: str = option(None, "run folder to write (new or empty, unless --overwrite)")
-    overwrite: bool = option(
-        False,
-        "replace the run already in --out (its files only)",
-        "flag",
-        flags=("--overwrite",),
-        runtime=True,
-    )
-    model: str = option("resnet20", "registered model name (see `reslab list`)")
-    data_dir: str | None = option(
-        None, "where to look for data first (then $RESLAB_DATA, the cache)", "folder", metavar="DIR"
-    )
-    classes: list[str] | None = option(
-        None, "train on these classes only, e.g. airplane,bird", "names", metavar="LIST"
-    )
-    valid_pct: float = option(
-        0.0, "hold out this fraction of train for validation (0: validate on test)", "fraction"
-    )
-    train_limit: int | None = option(
-        None, "train on a fixed random subset of this many images", "positive_int", metavar="N"
-    )
-    train_eval: int = option(
-        0,
-        "after every epoch also measure loss and accuracy on a fixed subset of this many "
-        "training images, in eval mode without augmentation (the paper's training error)",
-        "count",
-        metavar="N",
-    )
-    epochs: int = option(5, "training epochs", "positive_int")
-    bs: int = option(256, "batch size per process", "positive_int")
+    data: str = option(None, DATA)
+    out: str = option(None, RUN_OUT)
+    overwrite: bool = option(False, OVERWRITE)
+    model: str = option("resnet20", "registered model name (see `reslab list`)", group="model")
+    data_dir: str | None = option(None, DATA_DIR)
+    classes: list[str] | None = option(None, CLASSES)
+    valid_pct: float = option(0.0, VALID_PCT)
+    train_limit: int | None = option(None, TRAIN_LIMIT)
+    train_eval: int = option(0, TRAIN_EVAL)
+    epochs: int = option(5, "training epochs", "positive_int", group="optimisation")
+    bs: int = option(256, BS)
     lr: float | None = option(
-        None,
-        "(peak) learning rate",
-        "positive_float",
-        default_text=f"{DEFAULT_LR['sgd']} for sgd, {DEFAULT_LR['adamw']} for adamw",
+        None, LR, default_text=f"{DEFAULT_LR['sgd']} for sgd, {DEFAULT_LR['adamw']} for adamw"
     )
-    opt: str = option(
-        "sgd", "optimizer: SGD with Nesterov momentum, or AdamW", choices=("sgd", "adamw")
+    opt: str = option("sgd", OPT)
+    wd: float = option(5e-4, WD)
+    momentum: float = option(0.9, MOMENTUM)
+    schedule: str = option(
+        "one-cycle", "learning-rate schedule", choices=SCHEDULES, group="optimisation"
     )
-    wd: float = option(5e-4, "weight decay (not on norms and biases)", "non_negative_float")
-    momentum: float = option(0.9, "SGD momentum (AdamW's beta1); one-cycle cycles it", "fraction")
-    schedule: str = option("one-cycle", "learning-rate schedule", choices=SCHEDULES)
-    pct_start: float = option(0.25, "one-cycle warm-up fraction", "fraction")
-    milestones: list[int] | None = option(
-        None, "epochs where --schedule step divides the LR by 10 (the paper: 82,123)", "epochs"
-    )
-    warmup_epochs: int = option(
-        0, "--schedule step: epochs at a tenth of the LR first (the paper's ResNet-110: 1)", "count"
-    )
-    label_smoothing: float = option(0.1, "label smoothing of the cross-entropy", "fraction")
+    pct_start: float = option(0.25, "one-cycle warm-up fraction", "fraction", group="optimisation")
+    milestones: list[int] | None = option(None, MILESTONES)
+    warmup_epochs: int = option(0, WARMUP_EPOCHS)
+    label_smoothing: float = option(0.1, LABEL_SMOOTHING)
     ema: float | None = option(
-        None, "keep an EMA of the weights with this decay, e.g. 0.999", "fraction", metavar="DECAY"
-    )
-    accum: int = option(1, "gradient accumulation: batches per optimizer step", "positive_int")
-    clip: float | None = option(None, "clip the gradient norm to this value", "positive_float")
-    amp: bool | None = option(
         None,
-        "mixed precision",
-        "flag",
-        flags=("--amp", "--no-amp"),
-        default_text="on where bf16 is native: CUDA, AMX/avx512-bf16 CPUs",
+        "keep an EMA of the weights with this decay, e.g. 0.999",
+        "fraction",
+        metavar="DECAY",
+        group="optimisation",
+    )
+    accum: int = option(
+        1,
+        "gradient accumulation: batches per optimizer step",
+        "positive_int",
+        group="optimisation",
+    )
+    clip: float | None = option(
+        None, "clip the gradient norm to this value", "positive_float", group="optimisation"
+    )
+    amp: bool | None = option(
+        None, AMP, default_text="on where bf16 is native: CUDA, AMX/avx512-bf16 CPUs"
     )
     amp_dtype: str = option(
-        "bf16", "mixed-precision type (fp16 adds a GradScaler)", choices=("bf16", "fp16")
+        "bf16",
+        "mixed-precision type (fp16 adds a GradScaler)",
+        choices=("bf16", "fp16"),
+        group="precision",
     )
     channels_last: bool = option(
         True,
         "NHWC memory format (faster convolutions)",
         "flag",
         flags=("--channels-last", "--no-channels-last"),
+        group="precision",
     )
-    augment: bool = option(
-        True, "random crops and flips", "flag", flags=("--augment", "--no-augment")
+    augment: bool = option(True, AUGMENT)
+    width: float | None = option(
+        None, "width multiplier of the model", "positive_float", group="model"
     )
-    width: float | None = option(None, "width multiplier of the model", "positive_float")
     size: int | None = option(
         None,
         "input side in pixels for image folders (random-resized crops of this size)",
         "positive_int",
         default_text="the model's",
+        group="data",
     )
     small_input: str = option(
         "auto",
         "3x3 stride-1 stem for small images (auto: on for in-memory data)",
         choices=("auto", "on", "off"),
+        group="model",
     )
-    drop_path: float = option(0.0, "stochastic depth rate", "fraction")
+    drop_path: float = option(0.0, "stochastic depth rate", "fraction", group="model")
     init: str | None = option(
         None,
         "weight initialisation (dirac: every conv starts as an identity)",
         choices=("kaiming", "dirac"),
+        group="model",
     )
-    workers: int = option(2, "DataLoader workers for image folders", "count", runtime=True)
-    seed: int = option(0, "random seed (data order, augmentation, initialisation)", "count")
-    save_every: int | None = option(
-        None, "also checkpoint every STEPS batches mid-epoch", "positive_int", metavar="STEPS"
-    )
+    workers: int = option(2, WORKERS)
+    seed: int = option(0, SEED)
+    save_every: int | None = option(None, SAVE_EVERY)
     lr_find: bool = option(
         False,
         "run the LR finder first (lr_find.png); without --lr its suggestion is used",
         "flag",
         flags=("--lr-find",),
+        group="optimisation",
     )
     sync_bn: bool = option(
-        False, "SyncBatchNorm under torchrun (CUDA)", "flag", flags=("--sync-bn",)
+        False,
+        "SyncBatchNorm under torchrun (CUDA)",
+        "flag",
+        flags=("--sync-bn",),
+        group="optimisation",
     )
     scale_lr: bool = option(
         False,
         "multiply the LR by the number of processes (linear scaling rule)",
         "flag",
         flags=("--scale-lr",),
+        group="optimisation",
     )
-    loss: str = option("ce", "cross-entropy or negative sampling", choices=("ce", "nce"))
-    negatives: int = option(0, "negatives per example for --loss nce", "count", metavar="K")
-    device: str | None = option(
-        None, "cpu or cuda", "device", default_text="cuda when available", runtime=True
+    loss: str = option(
+        "ce", "cross-entropy or negative sampling", choices=("ce", "nce"), group="optimisation"
     )
+    negatives: int = option(
+        0, "negatives per example for --loss nce", "count", metavar="K", group="optimisation"
+    )
+    device: str | None = option(None, DEVICE, default_text="cuda when available")
     deterministic: bool = option(
         False,
         "deterministic CUDA kernels (bit-exact resume on GPU; slower)",
         "flag",
         flags=("--deterministic",),
+        group="precision",
     )
-    threads: int | None = option(None, "torch CPU threads", "positive_int", runtime=True)
-    progress: bool = option(
-        True, "progress bars", "flag", flags=("--progress", "--no-progress"), runtime=True
-    )
+    threads: int | None = option(None, THREADS, default_text="torch's")
+    progress: bool = option(True, PROGRESS)
     tensorboard: bool = option(
-        False, "also log to RUN_DIR/tensorboard", "flag", flags=("--tensorboard",)
+        False, "also log to RUN_DIR/tensorboard", "flag", flags=("--tensorboard",), group="run"
     )
-    skip_bad_images: bool = option(
-        False,
-        "leave unreadable image files out (counted) instead of stopping",
-        "flag",
-        flags=("--skip-bad-images",),
-    )
-    report: bool = option(
-        True,
-        "the run's report.html, one self-contained page (written by the `reslab train` "
-        "command; from Python: reslab.analysis.write_report)",
-        "flag",
-        flags=("--report", "--no-report"),
-        runtime=True,
-    )
+    skip_bad_images: bool = option(False, SKIP_BAD_IMAGES)
+    report: bool = option(True, REPORT)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with the run
 
     def __post_init__(self) -> None:
