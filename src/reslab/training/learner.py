@@ -18,6 +18,7 @@ from reslab.training.callback import (
     CancelEpochException,
     CancelFitException,
     CancelStepException,
+    handler_table,
     name_callback_in,
 )
 from reslab.training.checkpoint import resume_learner, save_learner, set_rng_state
@@ -118,6 +119,7 @@ class Learner:
         self.resume_rng: dict | None = None
         self.last_checkpoint: Path | None = None
         self.cbs: list[Callback] = []
+        self._handlers: dict[str, tuple[Callback, ...]] = {}
         self.recorder = Recorder()
         defaults: list[Callback] = [TerminateOnNaN(), self.recorder]
         if progress:
@@ -136,6 +138,7 @@ class Learner:
             if not hasattr(self, attr) or isinstance(getattr(self, attr), Callback):
                 setattr(self, attr, cb)
         self.cbs.sort(key=lambda c: c.order)
+        self._handlers = handler_table(self.cbs)
         return self
 
     def remove_cbs(self, cbs: Iterable[Callback]) -> Learner:
@@ -145,12 +148,14 @@ class Learner:
                 self.cbs.remove(cb)
                 if getattr(self, cb.attr_name, None) is cb:
                     delattr(self, cb.attr_name)
+        self._handlers = handler_table(self.cbs)
         return self
 
     def __call__(self, event: str) -> bool:
-        """Fire ``event`` on every callback; True when one returned True (``compute_loss``)."""
+        """Fire ``event`` on every callback that handles it (in ``order``); True when one
+        returned True (``compute_loss``)."""
         handled = False
-        for cb in list(self.cbs):
+        for cb in self._handlers.get(event, ()):
             if self._run(cb, event) is True:
                 handled = True
         return handled
