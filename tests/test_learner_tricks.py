@@ -187,8 +187,9 @@ def test_nan_loss_stops_at_the_epoch_end_and_keeps_last_good_checkpoint(tmp_path
         toy_net(), batches(x, y, 8), loss_func=loss_func, cbs=[SaveCheckpoint(tmp_path)]
     )
     with pytest.raises(
-        TrainingDiverged, match=r"loss became nan at epoch 2, batch 3 \(step 6\), noticed at "
-        r"epoch 2, batch 4: .*last good checkpoint"
+        TrainingDiverged,
+        match=r"loss became nan at epoch 2, batch 3 \(step 6\), noticed at "
+        r"epoch 2, batch 4: .*last good checkpoint",
     ):
         learn.fit(3)
     assert calls["n"] == 8  # the losses are read at the epoch's end: epoch 2 ran to its end

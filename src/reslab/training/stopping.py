@@ -69,9 +69,9 @@ class TerminateOnNaN(Callback):
 
     def after_batch(self) -> None:
         learn = self.learn
-        if self.every and self.every > 1 and learn.training:
-            if (learn.train_iter + 1) % self.every == 0:
-                self.check()
+        every = self.every or 0
+        if every > 1 and learn.training and (learn.train_iter + 1) % every == 0:
+            self.check()
 
     def after_train(self) -> None:
         self.check()
