@@ -72,8 +72,8 @@ def main() -> None:
         )  # fmt: skip
     )
     (out / "bench-train.json").write_text(json.dumps(bench, indent=2))
-    train = ["train", *data, "--model", "resnet20", "--bs", "128", "--epochs", "3", "--lr", "0.1",
-             "--device", "cuda", "--no-amp", "--no-progress", "--no-report", "--overwrite"]  # fmt: skip
+    train = ["train", *data, "--model", "resnet20", "--bs", "128", "--epochs", "3", "--lr", "0.1"]
+    train += ["--device", "cuda", "--no-amp", "--no-progress", "--no-report", "--overwrite"]
     epochs = {}
     for name, extra in (("eager", []), ("compile", ["--compile"])):
         run = out / f"train-{name}"
