@@ -277,3 +277,16 @@ def test_a_resumed_fit_keeps_the_recorded_history(tmp_path):
     assert got == strip
     for p, q in zip(full.model.parameters(), again.model.parameters()):
         assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_in_memory_loader_shares_are_tensor_split_sections(world):
+    """The loader slices each global batch on the device (no index copy per batch); every
+    process's share is still ``torch.tensor_split``'s section of it, uneven tails included."""
+    ds = toy_images(29)
+    single = make_loader(ds, 5 * world, train=False)
+    shards = [make_loader(ds, 5, train=False, rank=r, world_size=world) for r in range(world)]
+    for (x, y), *parts in zip(single, *shards):
+        want = torch.tensor_split(torch.arange(len(y)), world)
+        for (xr, yr), sec in zip(parts, want):
+            assert torch.equal(yr, y[sec]) and torch.equal(xr, x[sec])
