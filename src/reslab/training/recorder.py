@@ -57,7 +57,7 @@ class Recorder(Callback):
     def _drop_pending(self) -> None:
         self._pending: list[Tensor] = []  # batch losses on the device, not read yet
         self._pending_info: list[tuple[int, int, int, int]] = []  # (size, epoch, batch, step)
-        self._correct: Tensor | None = None  # correct predictions on the device, not read yet
+        self._guesses: list[tuple[Tensor, Tensor]] = []  # (predicted, true) classes, unread
 
     def before_fit(self) -> None:
         self._t_mark = time.perf_counter()
@@ -101,22 +101,22 @@ class Recorder(Callback):
         st["samples"] += bs * learn.world_size
         pred = learn.pred
         if pred is not None and pred.ndim == 2 and pred.shape[0] == bs:
-            correct = (pred.argmax(-1) == learn.yb).sum()
-            self._correct = correct if self._correct is None else self._correct + correct
+            self._guesses.append((pred.detach().argmax(-1), learn.yb))  # compared at the read
             st["scored"] = st.get("scored", 0) + bs
         self._tick_train()
 
     def flush(self) -> None:
         """Read every pending batch value from the device in one transfer: append the losses to
         ``losses`` and add them and the correct predictions to the epoch's totals."""
-        if not self._pending and self._correct is None:
+        if not self._pending and not self._guesses:
             return
         parts = [torch.stack(self._pending).double()] if self._pending else []
-        if self._correct is not None:
-            parts.append(self._correct.double().reshape(1))
+        if self._guesses:
+            guessed, true = (torch.cat(t) for t in zip(*self._guesses))
+            parts.append((guessed == true).sum().double().reshape(1))
         values = torch.cat([p.to(parts[0].device) for p in parts]).tolist()
         st = self._epoch_state
-        if self._correct is not None:
+        if self._guesses:
             st["correct"] = st.get("correct", 0) + int(values.pop())
         for value, (bs, epoch, batch, step) in zip(values, self._pending_info):
             self.losses.append(value)
