@@ -61,7 +61,8 @@ class Learner:
 
     The Learner always has a :class:`Recorder` (``learn.recorder``) and a
     :class:`TerminateOnNaN`; it computes ``learn.batch_loss`` (the batch loss, averaged over
-    processes) itself, before ``after_loss``.
+    processes, a device tensor) itself, before ``after_loss``. Nothing is read back to the host
+    per batch: the Recorder reads the batch values once per epoch (see its docs).
     """
 
     def __init__(
@@ -104,10 +105,8 @@ class Learner:
         self.autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
         self.input_transforms: list[Callable[[Tensor], Tensor]] = []
         self.opt_step: Callable[[], Any] = lambda: self.opt.step()
-        # Progress counters.
-        self.epoch = self.iter = self.step = self.train_iter = 0
-        self.n_epoch, self.n_iter = 1, 0
-        self.start_epoch = self.start_iter = 0
+        self.epoch = self.iter = self.step = self.train_iter = 0  # progress counters
+        self.n_epoch, self.n_iter, self.start_epoch, self.start_iter = 1, 0, 0, 0
         # Epochs of this Learner's earlier fits: the data order and the history go on from
         # there (fine_tune's second fit must not replay the first one's epoch 0).
         self.epochs_done = 0
@@ -119,13 +118,11 @@ class Learner:
         self.resume_rng: dict | None = None
         self.last_checkpoint: Path | None = None
         self.cbs: list[Callback] = []
-        self._handlers: dict[str, tuple[Callback, ...]] = {}
+        self._handlers: dict[str, tuple[Callback, ...]] = {}  # event -> callbacks handling it
         self.recorder = Recorder()
         defaults: list[Callback] = [TerminateOnNaN(), self.recorder]
-        if progress:
-            defaults.append(ProgressCallback())
-        if self.world_size > 1:
-            defaults.append(DistributedCallback())
+        defaults += [ProgressCallback()] if progress else []
+        defaults += [DistributedCallback()] if self.world_size > 1 else []
         self.add_cbs([*defaults, *cbs])
 
     # ------------------------------------------------------------------ callbacks
@@ -152,8 +149,7 @@ class Learner:
         return self
 
     def __call__(self, event: str) -> bool:
-        """Fire ``event`` on every callback that handles it (in ``order``); True when one
-        returned True (``compute_loss``)."""
+        """Fire ``event`` on the callbacks that handle it; True if one returned True."""
         handled = False
         for cb in self._handlers.get(event, ()):
             if self._run(cb, event) is True:
@@ -328,10 +324,8 @@ class Learner:
         self("after_batch")
 
     def _mean_over_processes(self, loss: Tensor) -> Tensor:
-        loss = loss.detach().float()
-        if self.world_size > 1:
-            loss = all_reduce_sum(loss.clone()) / self.world_size
-        return loss
+        loss = loss.detach().float()  # stays on the device: nothing is read per batch
+        return all_reduce_sum(loss.clone()) / self.world_size if self.world_size > 1 else loss
 
     def _validate_epoch(self) -> None:
         if self.valid_dl is None:
@@ -402,4 +396,4 @@ class Learner:
 
 def _module_device(model: nn.Module) -> torch.device:
     p = next(itertools.chain(model.parameters(), model.buffers()), None)
-    return p.device if p is not None else torch.device("cpu")
+    return torch.device("cpu") if p is None else p.device
