@@ -250,7 +250,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.data is None or self.out is None:
             raise ValueError(
-                "--out is required, and --data unless --recipe gives it (or --resume RUN_DIR)"
+                "--data and --out are required (--recipe NAME gives --data; or --resume RUN_DIR)"
             )
         check_options(self)
         if self.schedule == "step" and not self.milestones:
