@@ -9,8 +9,11 @@ numbers in benchmarks/results/fmnist-*.md were taken on the 2-core Intel Xeon (S
 Rapids class, AMX/avx512-bf16) development VM with torch 2.14.1, other heavy jobs excluded
 by ``flock /tmp/reslab-heavy.lock``.
 
-Runs: ``--runs N`` repeats (different seeds); medians are reported.
+Runs: ``--runs N`` repeats (seeds 0..N-1); mean ± std (sample standard deviation) and medians
+are reported; a target is judged on the mean accuracy and the mean wall clock of the whole
+command (interpreter start-up and report.html included).
 
+    flock /tmp/reslab-heavy.lock python3 benchmarks/train_recipes.py fmnist-fast --runs 3
     flock /tmp/reslab-heavy.lock python3 benchmarks/train_recipes.py fmnist-600s
     flock /tmp/reslab-heavy.lock python3 benchmarks/train_recipes.py fmnist-long
     flock /tmp/reslab-heavy.lock python3 benchmarks/train_recipes.py cifar-airplane-bird
@@ -26,27 +29,27 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from reslab.recipes.train_config import TRAIN_RECIPES  # noqa: E402
 
 COMMON = ["--amp", "--channels-last", "--no-progress"]
+# The recipes a user runs by name (`reslab train --recipe NAME`) are declared once, in
+# reslab.recipes.train_config.TRAIN_RECIPES; the others are benchmark-only argument lists.
+LIBRARY = ("fmnist-fast", "fmnist-600s", "fmnist-long")
 RECIPES: dict[str, dict] = {
-    "fmnist-600s": {
-        "target": 0.93,
-        "budget_s": 600,
-        "args": shlex.split(
-            "--data fashion-mnist --model resnet20 --epochs 10 --bs 256 --lr 0.4 "
-            "--label-smoothing 0.1"
-        ),
-    },
-    "fmnist-long": {
-        "target": 0.94,
-        "budget_s": None,
-        "args": shlex.split(
-            "--data fashion-mnist --model resnet20 --epochs 30 --bs 256 --lr 0.4 "
-            "--label-smoothing 0.1"
-        ),
+    **{
+        name: {
+            "target": TRAIN_RECIPES[name].target,
+            "budget_s": TRAIN_RECIPES[name].budget_s,
+            "args": ["--recipe", name],
+            "common": ["--no-progress"],
+        }
+        for name in LIBRARY
     },
     "cifar-airplane-bird": {
         "target": 0.90,
@@ -96,8 +99,11 @@ def run_once(name: str, seed: int, out: Path) -> dict:
             sys.exit("shared data folder not found (set RESLAB_SHARED_DATA)")
         args += ["--data-dir", data]  # shown as --data-dir DATA in the results
     cmd = [sys.executable, "-m", "reslab", "train", *args]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}  # this checkout's reslab
     load_before = os.getloadavg()[0]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    command_s = time.perf_counter() - start  # the whole command, report.html included
     load_after = os.getloadavg()[0]
     if proc.returncode != 0:
         sys.exit(f"run failed:\n{proc.stderr[-3000:]}")
@@ -111,9 +117,15 @@ def run_once(name: str, seed: int, out: Path) -> dict:
     return {
         "cmd": "reslab train " + shlex.join([*recipe["args"], *recipe.get("common", COMMON)]),
         "metrics": metrics,
+        "command_s": round(command_s, 1),
         "curve": curve,
         "load": (load_before, load_after),
     }
+
+
+def _mean_std(values: list[float], digits: int) -> str:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{digits}f} ± {std:.{digits}f}"
 
 
 def main() -> None:
@@ -133,6 +145,7 @@ def main() -> None:
     recipe = RECIPES[args.recipe]
     accs = [r["metrics"]["test_accuracy"] for r in results]
     walls = [r["metrics"]["wall_seconds"] for r in results]
+    commands = [r["command_s"] for r in results]
     print(f"### {args.recipe}\n")
     extra = " --data-dir DATA" if recipe.get("shared_data") else ""
     print(f"- command: `{results[0]['cmd']}{extra} --seed S --out DIR`")
@@ -140,13 +153,19 @@ def main() -> None:
         f"- CPU: {cpu_name()}, torch threads {results[0]['metrics']['threads']}, "
         f"torch {torch.__version__}, runs: {args.runs} (seeds 0..{args.runs - 1})"
     )
+    print(f"- path: {results[0]['metrics'].get('train_path', '(not recorded)')}")
     print(
-        f"- test accuracy: median {statistics.median(accs):.4f} "
+        f"- test accuracy: mean {_mean_std(accs, 4)}, median {statistics.median(accs):.4f} "
         f"(all: {', '.join(f'{a:.4f}' for a in accs)})"
     )
     print(
-        f"- wall clock (data loading included): median {statistics.median(walls):.0f} s "
+        f"- wall clock of the run (data loading, training, evaluation, files): mean "
+        f"{_mean_std(walls, 0)} s, median {statistics.median(walls):.0f} s "
         f"(all: {', '.join(f'{w:.0f}' for w in walls)})"
+    )
+    print(
+        f"- wall clock of the whole command (interpreter start and report.html too): mean "
+        f"{_mean_std(commands, 0)} s (all: {', '.join(f'{w:.0f}' for w in commands)})"
     )
     loads = ", ".join(f"{a:.1f}/{b:.1f}" for a, b in (r["load"] for r in results))
     print(f"- 1-minute load average before/after each run (2 cores; other users' jobs): {loads}")
@@ -154,10 +173,10 @@ def main() -> None:
         f"- training samples/s: median "
         f"{statistics.median(r['metrics']['samples_per_s'] for r in results):.0f}"
     )
-    if recipe["target"] is not None:
-        ok = statistics.median(accs) >= recipe["target"]
+    if recipe["target"] is not None:  # on the means over seeds, the whole command's time
+        ok = statistics.mean(accs) >= recipe["target"]
         budget = recipe["budget_s"]
-        in_time = budget is None or statistics.median(walls) <= budget
+        in_time = budget is None or statistics.mean(commands) <= budget
         print(
             f"- target: >= {recipe['target']:.2f}"
             + (f" in <= {budget} s" if budget else "")

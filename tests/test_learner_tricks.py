@@ -160,26 +160,74 @@ def test_channels_last_model_and_inputs():
     assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-    from safetensors.torch import load_file
-
-    x, y = toy_data(32)
+def _nan_at_call(n: int):
     calls = {"n": 0}
 
     def loss_func(pred, target):
         calls["n"] += 1
         loss = nn.functional.cross_entropy(pred, target)
-        return loss * float("nan") if calls["n"] == 7 else loss
+        return loss * float("nan") if calls["n"] == n else loss
 
+    return loss_func, calls
+
+
+def _saved_position(folder) -> tuple[int, int]:
+    from reslab.training import read_checkpoint_meta
+
+    meta = read_checkpoint_meta(folder / "checkpoint.safetensors")
+    return meta["epoch"], meta["batch"]
+
+
+def test_nan_loss_stops_at_the_epoch_end_and_keeps_last_good_checkpoint(tmp_path):
+    from safetensors.torch import load_file
+
+    x, y = toy_data(32)
+    loss_func, calls = _nan_at_call(7)  # 4 batches an epoch: epoch 2, batch 3
     learn = learner(
         toy_net(), batches(x, y, 8), loss_func=loss_func, cbs=[SaveCheckpoint(tmp_path)]
     )
-    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, batch 3"):
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"loss became nan at epoch 2, batch 3 \(step 6\), noticed at "
+        r"epoch 2, batch 4: .*last good checkpoint",
+    ):
         learn.fit(3)
+    assert calls["n"] == 8  # the losses are read at the epoch's end: epoch 2 ran to its end
+    assert _saved_position(tmp_path) == (1, 0)  # epoch 1's checkpoint, not epoch 2's
     saved = load_file(str(tmp_path / "checkpoint.safetensors"))
     assert all(torch.isfinite(v).all() for v in saved.values())
+    assert len(learn.recorder.history) == 1  # epoch 2 got no history row
+
+
+def test_nan_loss_check_every_batch_takes_no_step_on_the_bad_batch(tmp_path):
+    x, y = toy_data(32)
+    loss_func, calls = _nan_at_call(7)
+    learn = learner(
+        toy_net(), batches(x, y, 8), loss_func=loss_func, cbs=[SaveCheckpoint(tmp_path)]
+    )
+    learn.terminate_on_nan.every = 1
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, batch 3 \(step 6\):"):
+        learn.fit(3)
+    assert calls["n"] == 7
     for k, v in learn.model.state_dict().items():  # no step was taken on the NaN batch
         assert torch.isfinite(v).all(), k
+
+
+def test_nan_loss_is_never_checkpointed_mid_epoch(tmp_path):
+    # A checkpoint after every batch: the one after the NaN batch must not be written, though
+    # the loss is still on the device when SaveCheckpoint runs.
+    x, y = toy_data(32)
+    loss_func, calls = _nan_at_call(7)
+    learn = learner(
+        toy_net(),
+        batches(x, y, 8),
+        loss_func=loss_func,
+        cbs=[SaveCheckpoint(tmp_path, every_n_steps=1)],
+    )
+    with pytest.raises(TrainingDiverged, match=r"at epoch 2, batch 3 \(step 6\):"):
+        learn.fit(3)
+    assert calls["n"] == 7
+    assert _saved_position(tmp_path) == (1, 2)  # after epoch 2's second batch
 
 
 def _mse_on_one_hot(pred, target):

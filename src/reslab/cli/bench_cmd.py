@@ -12,6 +12,7 @@ import torch
 
 from reslab.cli import CliError
 from reslab.cli.argtypes import positive_int
+from reslab.cli.bench_train import add_train_bench_options, check_not_train, cmd_bench_train
 from reslab.cli.engine_args import (
     add_calibration_options,
     add_engine_option,
@@ -160,10 +161,12 @@ def _bench_engines(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.spec == "train":
+        return cmd_bench_train(args)
+    check_not_train(args)
     if args.ladder or args.engine or args.engines:
         if args.compare or args.layers != "torch" or args.memory or args.forward_only:
             raise CliError(
@@ -185,10 +188,15 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
         "With --engine NAME or --ladder: time inference engines (every one this machine has, "
         "for --ladder) on the same batch, interleaved, against torchvision's eager fp32 twin "
         "(or reslab eager): img/s, batch-1 latency, logit gap and, with --data, top-1 on real "
-        "images; int8 rungs need --calib DATA.",
+        "images; int8 rungs need --calib DATA. `reslab bench train MODEL --data D` times "
+        "training instead: the Learner against a bare PyTorch loop (see its options below).",
     )
-    p.add_argument("spec", metavar="MODEL|MODEL@TAG|CKPT|RUN_DIR")
-    p.add_argument("--batch", type=positive_int, help="images per step (default 8; 16 for engines)")
+    p.add_argument("spec", metavar="MODEL|MODEL@TAG|CKPT|RUN_DIR|train")
+    p.add_argument(
+        "--batch",
+        type=positive_int,
+        help="images per step (default 8; 16 for engines; 256 for bench train)",
+    )
     p.add_argument(
         "--size", type=positive_int, help="image side (default 224; engines: the model's)"
     )
@@ -205,7 +213,9 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
     add_engine_option(p, default=None)
     p.add_argument("--ladder", action="store_true", help="every engine this machine has")
     p.add_argument("--engines", metavar="A,B,C", help="--ladder: only these engines")
-    add_shared(p, DATA, default_text="none: seeded random images, no top-1")
+    add_shared(
+        p, DATA, default_text="engines: none (seeded random images, no top-1); train: required"
+    )
     p.add_argument(
         "--limit", type=positive_int, help="engines: top-1 on N images (a seeded sample)"
     )
@@ -216,5 +226,8 @@ def register(sub: argparse._SubParsersAction, plots: argparse._SubParsersAction)
         default=20,
         help="engines: timed single images, for p50/p95 (default 20)",
     )
-    p.add_argument("--json", action="store_true", help="engines: print the result as JSON")
+    p.add_argument(
+        "--json", action="store_true", help="engines, bench train: print the result as JSON"
+    )
+    add_train_bench_options(p)
     p.set_defaults(func=cmd_bench)

@@ -105,7 +105,8 @@ def help_text(spec: OptionSpec, default: Any) -> str:
         shown = None
     else:
         shown = ",".join(map(str, default)) if isinstance(default, list) else str(default)
-    return f"{spec.help} (default: {shown})" if shown else spec.help
+    text = f"{spec.help} (default: {shown})" if shown else spec.help
+    return text.replace("%", "%%")  # argparse formats help with %: "93 %" is text
 
 
 def _lower_first(text: str) -> str:
@@ -136,6 +137,7 @@ def _add_flag(container: Container, spec: OptionSpec, dest: str, default: Any, v
         ), spec)  # fmt: skip
     for flag in off:
         text = f"turn off {spec.help if spec.help[:2].isupper() else _lower_first(spec.help)}"
+        text = text.replace("%", "%%")
         if default is False:
             text = argparse.SUPPRESS
         _mark(container.add_argument(

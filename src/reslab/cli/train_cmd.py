@@ -18,7 +18,7 @@ __all__ = ["register"]
 
 def cmd_train(args: argparse.Namespace) -> int:
     given = config_fields_from_args(TrainConfig, args)
-    cfg = resume_config(args.resume, given) if args.resume else TrainConfig(**given)
+    cfg = resume_config(args.resume, given) if args.resume else TrainConfig.from_options(given)
     try:
         metrics = run_training(cfg, resume=bool(args.resume))
     except TrainingDiverged as err:

@@ -98,16 +98,22 @@ class TensorLoader:
     def batches(self, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         """Iterate this epoch's batches from batch ``start`` on (for resuming mid-epoch)."""
         order, params = self._epoch_plan()
+        # The epoch's plan goes to the device once: a copy per batch would make a GPU wait.
+        order = order.to(self.device)
+        params = params.to(self.device) if params is not None else None
         for b in range(start, len(self)):
             lo = b * self.global_batch
-            pos = torch.arange(lo, min(lo + self.global_batch, len(order)))
-            pos = torch.tensor_split(pos, self.world_size)[self.rank]
-            if len(pos) == 0:  # evaluation tail smaller than the process count
+            # This process's share of the global batch: torch.tensor_split's sections.
+            size = min(lo + self.global_batch, len(order)) - lo
+            base, extra = divmod(size, self.world_size)
+            first = lo + self.rank * base + min(self.rank, extra)
+            last = first + base + (1 if self.rank < extra else 0)
+            if last == first:  # evaluation tail smaller than the process count
                 continue
-            idx = order[pos].to(self.device)
+            idx = order[first:last]
             x = self.images[idx]
             if params is not None:
-                x = random_crop_flip(x, params[pos], self.pad)
+                x = random_crop_flip(x, params[first:last], self.pad)
             yield x.float().div_(255), self.labels[idx]
 
 

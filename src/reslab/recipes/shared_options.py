@@ -44,6 +44,7 @@ __all__ = [
     "VALID_PCT",
     "WARMUP_EPOCHS",
     "WD",
+    "WIDTH",
     "WORKERS",
     "shared_option",
 ]
@@ -229,6 +230,10 @@ OUT_FILE = shared_option(
 )
 OUT_DIR = shared_option(
     "out_dir", ("--out",), "folder to write the files into (made if missing)", metavar="DIR"
+)
+
+WIDTH = shared_option(
+    "width", ("--width",), "width multiplier of the model", "positive_float", group="model"
 )
 
 # runtime

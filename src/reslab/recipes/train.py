@@ -27,6 +27,7 @@ from reslab.training import (
     EMA,
     Callback,
     ChannelsLast,
+    Compile,
     CSVLogger,
     ExtraValidation,
     GradientAccumulation,
@@ -140,6 +141,8 @@ def _callbacks(cfg: TrainConfig, out: Path, train_ds) -> list[Callback]:
         cbs.append(MixedPrecision(cfg.amp_dtype))
     if cfg.channels_last:
         cbs.append(ChannelsLast())
+    if cfg.compile:
+        cbs.append(Compile())
     if cfg.accum > 1:
         cbs.append(GradientAccumulation(cfg.accum))
     if cfg.clip:
@@ -289,6 +292,8 @@ def _finish(cfg: TrainConfig, learn: Learner, test_dl, run: Run, resumed: bool) 
         seed=cfg.seed,
         amp=cfg.amp_dtype if cfg.amp else None,
         channels_last=cfg.channels_last,
+        compile=cfg.compile,
+        train_path=cfg.train_path,  # how the step ran: compile, autocast dtype, memory format
         world_size=learn.world_size,
         resumed=resumed,
         torch=torch.__version__,

@@ -34,15 +34,80 @@ from reslab.recipes.shared_options import (
     VALID_PCT,
     WARMUP_EPOCHS,
     WD,
+    WIDTH,
     WORKERS,
 )
 
-__all__ = ["DEFAULT_LR", "TrainConfig"]
+__all__ = ["DEFAULT_LR", "TRAIN_RECIPES", "TrainConfig", "TrainRecipe", "train_path_name"]
 
 # Peak learning rate when --lr is not given, per optimizer: tuned with one-cycle at batch 256
 # on Fashion-MNIST and CIFAR-10 (BENCHMARKS.md, training on the CPU).
 DEFAULT_LR = {"sgd": 0.4, "adamw": 3e-3}
 SCHEDULES = ("one-cycle", "constant", "step")
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """A named set of ``reslab train`` options (``--recipe NAME``), with what it is for."""
+
+    summary: str
+    options: dict[str, Any]
+    target: float | None = None  # test accuracy it is meant to reach
+    budget_s: float | None = None  # in this many seconds of wall clock (BENCHMARKS.md's machine)
+
+
+# Named recipes: `reslab train --recipe NAME` (options given on the command line win), and what
+# benchmarks/train_recipes.py measures. Times are wall clock on the 2-core development VM
+# (Intel with AMX, bf16 autocast), data loading and evaluation included.
+TRAIN_RECIPES: dict[str, TrainRecipe] = {
+    "fmnist-fast": TrainRecipe(
+        "Fashion-MNIST to 93 % test accuracy in 5 minutes on 2 cores with native bf16",
+        {
+            "data": "fashion-mnist",
+            "model": "resnet20",
+            "epochs": 8,
+            "bs": 256,
+            "lr": 0.4,  # one-cycle peak
+            "label_smoothing": 0.1,
+            "compile": True,
+        },
+        target=0.93,
+        budget_s=300,
+    ),
+    "fmnist-600s": TrainRecipe(
+        "Fashion-MNIST to 93 % in 10 minutes (eager)",
+        {
+            "data": "fashion-mnist",
+            "model": "resnet20",
+            "epochs": 10,
+            "bs": 256,
+            "lr": 0.4,
+            "label_smoothing": 0.1,
+        },
+        target=0.93,
+        budget_s=600,
+    ),
+    "fmnist-long": TrainRecipe(
+        "Fashion-MNIST to 94 %, 30 epochs",
+        {
+            "data": "fashion-mnist",
+            "model": "resnet20",
+            "epochs": 30,
+            "bs": 256,
+            "lr": 0.4,
+            "label_smoothing": 0.1,
+        },
+        target=0.94,
+    ),
+}
+
+
+def train_path_name(compile: bool, amp: str | None, channels_last: bool) -> str:
+    """``compile+bf16+channels-last``-style name of a way to run the training step."""
+    parts = ["compile"] if compile else []
+    parts += [amp] if amp else []
+    parts += ["channels-last"] if channels_last else []
+    return "+".join(parts) or "eager"
 
 
 @dataclass
@@ -52,6 +117,13 @@ class TrainConfig:
     data: str = option(None, DATA)
     out: str = option(None, RUN_OUT)
     overwrite: bool = option(False, OVERWRITE)
+    recipe: str | None = option(
+        None,
+        "start from a named recipe: its options, unless given on the command line "
+        "(" + "; ".join(f"{name}: {r.summary}" for name, r in TRAIN_RECIPES.items()) + ")",
+        choices=tuple(TRAIN_RECIPES),
+        group="optimisation",
+    )
     model: str = option("resnet20", "registered model name (see `reslab list`)", group="model")
     data_dir: str | None = option(None, DATA_DIR)
     classes: list[str] | None = option(None, CLASSES)
@@ -105,10 +177,16 @@ class TrainConfig:
         flags=("--channels-last", "--no-channels-last"),
         group="precision",
     )
-    augment: bool = option(True, AUGMENT)
-    width: float | None = option(
-        None, "width multiplier of the model", "positive_float", group="model"
+    compile: bool = option(
+        False,
+        "torch.compile the training step (forward and backward; the first batches compile)",
+        "flag",
+        flags=("--compile", "--no-compile"),
+        runtime=True,
+        group="runtime",
     )
+    augment: bool = option(True, AUGMENT)
+    width: float | None = option(None, WIDTH)
     size: int | None = option(
         None,
         "input side in pixels for image folders (random-resized crops of this size)",
@@ -178,7 +256,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.data is None or self.out is None:
-            raise ValueError("--data and --out are required (or --resume RUN_DIR)")
+            raise ValueError(
+                "--data and --out are required (--recipe NAME gives --data; or --resume RUN_DIR)"
+            )
         check_options(self)
         if self.schedule == "step" and not self.milestones:
             raise ValueError("--schedule step needs --milestones, e.g. 82,123")
@@ -188,6 +268,26 @@ class TrainConfig:
             raise ValueError("--warmup-epochs must end before the first of --milestones")
         if self.loss == "nce" and self.negatives < 1:
             raise ValueError("--loss nce needs --negatives K (K >= 1)")
+
+    @classmethod
+    def from_options(cls, given: dict[str, Any]) -> TrainConfig:
+        """A config from the options given (command-line style): with ``recipe``, the named
+        recipe's options first, then ``given`` over them."""
+        name = given.get("recipe")
+        if name is not None and name not in TRAIN_RECIPES:
+            raise ValueError(
+                f"--recipe: unknown {name!r}; expected one of {', '.join(TRAIN_RECIPES)}"
+            )
+        base = dict(TRAIN_RECIPES[name].options) if name else {}
+        return cls(**{**base, **given})
+
+    @property
+    def train_path(self) -> str:
+        """How the training step runs, e.g. ``compile+bf16+channels-last`` (``eager``: plain
+        fp32 NCHW); ``amp`` must be resolved (not ``None``)."""
+        return train_path_name(
+            self.compile, self.amp_dtype if self.amp else None, self.channels_last
+        )
 
     @property
     def peak_lr(self) -> float:

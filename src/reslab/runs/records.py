@@ -125,6 +125,8 @@ class TrainMetrics(RunMetrics):
     seed: int | None = None
     amp: str | None = None
     channels_last: bool | None = None
+    compile: bool | None = None
+    train_path: str | None = None  # how the step ran, e.g. compile+bf16+channels-last
     world_size: int | None = None
     resumed: bool | None = None
     torch: str | None = None
@@ -136,7 +138,8 @@ class TrainMetrics(RunMetrics):
         "wall_seconds": ("number", False), "train_seconds": ("number", False),
         "samples_per_s": ("number", False), "model": ("str", False), "data": ("str", False),
         "classes": ("strs", False), "train_images": ("int", False), "seed": ("int", False),
-        "amp": ("str", False), "channels_last": ("bool", False), "world_size": ("int", False),
+        "amp": ("str", False), "channels_last": ("bool", False), "compile": ("bool", False),
+        "train_path": ("str", False), "world_size": ("int", False),
         "resumed": ("bool", False), "torch": ("str", False), "threads": ("int", False),
     }  # fmt: skip
 

@@ -20,6 +20,7 @@ from reslab.training.checkpoint import (
     read_checkpoint_meta,
     set_rng_state,
 )
+from reslab.training.compile import Compile
 from reslab.training.distributed import (
     DistContext,
     DistributedCallback,
@@ -62,6 +63,7 @@ __all__ = [
     "CancelFitException",
     "CancelStepException",
     "ChannelsLast",
+    "Compile",
     "DistContext",
     "DistributedCallback",
     "EarlyStopping",

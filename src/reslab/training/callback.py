@@ -39,6 +39,7 @@ __all__ = [
     "CancelFitException",
     "CancelStepException",
     "TrainingDiverged",
+    "handler_table",
 ]
 
 EVENTS = (
@@ -78,6 +79,19 @@ class CancelStepException(Exception):
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint was left untouched."""
+
+
+def handler_table(cbs: list[Callback]) -> dict[str, tuple[Callback, ...]]:
+    """For every event, the callbacks (in list order) that handle it: those whose class (or
+    instance) defines the event's method, not the base class's no-op. The Learner fires an
+    event on these only, so a batch costs no calls to callbacks that ignore it."""
+    table: dict[str, tuple[Callback, ...]] = {}
+    for event in EVENTS:
+        base = getattr(Callback, event)
+        table[event] = tuple(
+            cb for cb in cbs if event in vars(cb) or getattr(type(cb), event, base) is not base
+        )
+    return table
 
 
 def name_callback_in(err: BaseException, callback: str, event: str) -> None:

@@ -114,7 +114,8 @@ def save_learner(
     Every process must call this under torchrun (RNG states are gathered); rank 0 writes.
     """
     path = Path(path)
-    if not all(bool(torch.isfinite(p).all()) for p in learn.model.parameters()):
+    finite = [torch.isfinite(p).all() for p in learn.model.parameters()]
+    if finite and not bool(torch.stack(finite).all()):  # one read from the device
         raise TrainingDiverged(
             f"weights contain NaN/inf at epoch {learn.epoch + 1}: not overwriting {path}"
         )
@@ -248,6 +249,9 @@ class SaveCheckpoint(Callback):
         self._due = False
 
     def _save(self, position: tuple[int, int]) -> None:
+        nan_check = getattr(self.learn, "terminate_on_nan", None)
+        if nan_check is not None:
+            nan_check.check()  # never checkpoint after a non-finite loss still on the device
         save_learner(self.learn, self.path, position=position, **self.extra)
         self.learn.last_checkpoint = self.path
         if self.learn.world_size > 1:

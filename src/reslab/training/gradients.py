@@ -57,13 +57,22 @@ class GradientAccumulation(Callback):
 
 
 class GradientClip(Callback):
-    """Clip the global gradient norm to ``max_norm`` before every optimizer step."""
+    """Clip the global gradient norm to ``max_norm`` before every optimizer step.
+
+    ``last_norm`` is the norm before the last clip; it is kept on the device and read only
+    when asked for.
+    """
 
     order = 0
 
     def __init__(self, max_norm: float = 1.0) -> None:
         self.max_norm = max_norm
+        self._last_norm: torch.Tensor | None = None
+
+    @property
+    def last_norm(self) -> float | None:
+        return None if self._last_norm is None else float(self._last_norm)
 
     def before_step(self) -> None:
         params = [p for p in self.learn.model.parameters() if p.grad is not None]
-        self.last_norm = float(torch.nn.utils.clip_grad_norm_(params, self.max_norm))
+        self._last_norm = torch.nn.utils.clip_grad_norm_(params, self.max_norm).detach()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Sized
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from reslab.training.callback import (
     CancelEpochException,
     CancelFitException,
     CancelStepException,
+    handler_table,
     name_callback_in,
 )
 from reslab.training.checkpoint import resume_learner, save_learner, set_rng_state
@@ -60,7 +61,8 @@ class Learner:
 
     The Learner always has a :class:`Recorder` (``learn.recorder``) and a
     :class:`TerminateOnNaN`; it computes ``learn.batch_loss`` (the batch loss, averaged over
-    processes) itself, before ``after_loss``.
+    processes, a device tensor) itself, before ``after_loss``. Nothing is read back to the host
+    per batch: the Recorder reads the batch values once per epoch (see its docs).
     """
 
     def __init__(
@@ -82,7 +84,8 @@ class Learner:
         valid_loss_func: Callable[[Tensor, Tensor], Tensor] | None = None,
         progress: bool = True,
     ) -> None:
-        self.device = torch.device(device) if device else _module_device(model)
+        first = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0))
+        self.device = torch.device(device) if device else first.device
         self.model = model.to(self.device)
         self.forward_model: nn.Module = self.model  # a DDP wrapper replaces this under torchrun
         self.train_dl, self.valid_dl = train_dl, valid_dl
@@ -102,28 +105,25 @@ class Learner:
         # Hooks the precision/channels-last callbacks replace.
         self.autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
         self.input_transforms: list[Callable[[Tensor], Tensor]] = []
-        self.opt_step: Callable[[], Any] = lambda: self.opt.step()
-        # Progress counters.
-        self.epoch = self.iter = self.step = self.train_iter = 0
-        self.n_epoch, self.n_iter = 1, 0
-        self.start_epoch = self.start_iter = 0
+        self.opt_step: Callable[[], Any] = lambda: self._optimizer().step()
+        self.epoch = self.iter = self.step = self.train_iter = 0  # progress counters
+        self.n_epoch, self.n_iter, self.start_epoch, self.start_iter = 1, 0, 0, 0
         # Epochs of this Learner's earlier fits: the data order and the history go on from
         # there (fine_tune's second fit must not replay the first one's epoch 0).
         self.epochs_done = 0
-        self.training = False
-        self.grads_pending = False
-        self.xb = self.yb = self.pred = self.loss = self.loss_grad = None
+        self.training = self.grads_pending = False
+        self.xb: Tensor | None = None  # the batch in flight: inputs, targets, predictions,
+        self.yb = self.pred = self.loss = self.loss_grad = self.xb  # loss, backward()'s tensor
         self.batch_loss: Tensor | None = None
         self.valid_results: dict[str, float] = {}
         self.resume_rng: dict | None = None
         self.last_checkpoint: Path | None = None
         self.cbs: list[Callback] = []
+        self._handlers: dict[str, tuple[Callback, ...]] = {}  # event -> callbacks handling it
         self.recorder = Recorder()
         defaults: list[Callback] = [TerminateOnNaN(), self.recorder]
-        if progress:
-            defaults.append(ProgressCallback())
-        if self.world_size > 1:
-            defaults.append(DistributedCallback())
+        defaults += [ProgressCallback()] if progress else []
+        defaults += [DistributedCallback()] if self.world_size > 1 else []
         self.add_cbs([*defaults, *cbs])
 
     # ------------------------------------------------------------------ callbacks
@@ -136,6 +136,7 @@ class Learner:
             if not hasattr(self, attr) or isinstance(getattr(self, attr), Callback):
                 setattr(self, attr, cb)
         self.cbs.sort(key=lambda c: c.order)
+        self._handlers = handler_table(self.cbs)
         return self
 
     def remove_cbs(self, cbs: Iterable[Callback]) -> Learner:
@@ -145,15 +146,13 @@ class Learner:
                 self.cbs.remove(cb)
                 if getattr(self, cb.attr_name, None) is cb:
                     delattr(self, cb.attr_name)
+        self._handlers = handler_table(self.cbs)
         return self
 
     def __call__(self, event: str) -> bool:
-        """Fire ``event`` on every callback; True when one returned True (``compute_loss``)."""
-        handled = False
-        for cb in list(self.cbs):
-            if self._run(cb, event) is True:
-                handled = True
-        return handled
+        """Fire ``event`` on the callbacks that handle it; True if one returned True."""
+        results = [self._run(cb, event) for cb in self._handlers.get(event, ())]
+        return any(r is True for r in results)
 
     @staticmethod
     def _run(cb: Callback, event: str) -> Any:
@@ -184,13 +183,23 @@ class Learner:
         """The optimizer, rebuilt when parameters were frozen or unfrozen, or the parameter
         groups replaced, since it was made (fine-tuning)."""
         if self.opt is None or self._opt_key != self._opt_state_key():
-            self.create_opt()
+            return self.create_opt()
         return self.opt
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        if self.opt is None:
+            raise RuntimeError("the Learner has no optimizer yet (fit or create_opt makes it)")
+        return self.opt
+
+    def _train_loader(self) -> Sized:
+        if not isinstance(self.train_dl, Sized):  # (None too: a Learner built for inference)
+            raise TypeError("fitting needs a training loader with a len() (learn.train_dl)")
+        return self.train_dl
 
     def set_hyper(self, name: str, value: float) -> None:
         """Set ``lr`` (times each group's ``lr_scale``) or ``momentum`` (AdamW: beta1) on every
         parameter group."""
-        for group in self.opt.param_groups:
+        for group in self._optimizer().param_groups:
             if name == "momentum" and "betas" in group:
                 group["betas"] = (value, group["betas"][1])
             elif name == "lr":
@@ -234,7 +243,7 @@ class Learner:
         """The training loop itself, with ``cbs`` added for this fit only; the LR is whatever
         the optimizer and the callbacks set (``fit``/``fit_one_cycle`` set it up)."""
         self.n_epoch = n_epoch
-        self.n_iter = len(self.train_dl)
+        self.n_iter = len(self._train_loader())
         self.add_cbs(cbs)
         begun = self.start_epoch  # a resumed fit's earlier epochs count as done
         try:
@@ -258,10 +267,10 @@ class Learner:
                 self._run(cb, "cleanup_fit")
             self.remove_cbs(cbs)
             if self.grads_pending:  # a fit stopped inside an accumulation group
-                self.opt.zero_grad(set_to_none=True)
+                self._optimizer().zero_grad(set_to_none=True)
                 self.grads_pending = False
             self.start_epoch = self.start_iter = 0
-            self.training = False
+            self.training = False  # (a fit stopped by an exception too)
             self.epochs_done += begun
 
     def _batches(self, dl, start: int):
@@ -276,10 +285,11 @@ class Learner:
     def _train_epoch(self) -> None:
         self.training = True
         self.model.train()
-        self.n_iter = len(self.train_dl)
+        train_dl = self._train_loader()
+        self.n_iter = len(train_dl)
         start = self.start_iter if self.epoch == self.start_epoch else 0
         self("before_train")
-        batches = self._batches(self.train_dl, start)
+        batches = self._batches(train_dl, start)
         if self.resume_rng is not None:
             set_rng_state(self.resume_rng)  # exactly where the interrupted run stood
             self.resume_rng = None
@@ -302,8 +312,11 @@ class Learner:
             self("before_batch")
             with self.autocast():
                 if not self("compute_loss"):
+                    assert self.yb is not None  # set with xb by _train_epoch
                     self.pred = self.forward_model(self.xb)
                     self.loss = self.loss_func(self.pred, self.yb)
+            if self.loss is None:
+                raise RuntimeError("compute_loss returned True but set no learn.loss")
             self.loss_grad = self.loss
             self.batch_loss = self._mean_over_processes(self.loss)
             self("after_loss")
@@ -314,7 +327,7 @@ class Learner:
                 self.opt_step()
                 self.step += 1
                 self("after_step")
-                self.opt.zero_grad(set_to_none=True)
+                self._optimizer().zero_grad(set_to_none=True)
                 self.grads_pending = False
             except CancelStepException:
                 pass
@@ -323,10 +336,8 @@ class Learner:
         self("after_batch")
 
     def _mean_over_processes(self, loss: Tensor) -> Tensor:
-        loss = loss.detach().float()
-        if self.world_size > 1:
-            loss = all_reduce_sum(loss.clone()) / self.world_size
-        return loss
+        loss = loss.detach().float()  # stays on the device: nothing is read per batch
+        return all_reduce_sum(loss.clone()) / self.world_size if self.world_size > 1 else loss
 
     def _validate_epoch(self) -> None:
         if self.valid_dl is None:
@@ -339,6 +350,8 @@ class Learner:
     def validate(self, dl: Iterable | None = None) -> dict[str, float]:
         """Loss and metrics over ``dl`` (default: the validation loader), all processes pooled."""
         dl = self.valid_dl if dl is None else dl
+        if dl is None:
+            raise ValueError("validate: no data (pass dl, or give the Learner a valid_dl)")
         was_training = self.model.training
         self.model.eval()
         for m in self.metrics:
@@ -374,11 +387,8 @@ class Learner:
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, path: str | Path, *, with_state: bool = False, **extra: Any) -> Path:
-        """Save the model (safetensors + JSON config + class names) to ``path``.
-
-        With ``with_state`` the optimizer/scaler/EMA/RNG/callback states go into a second
-        file beside it, so :meth:`resume` continues exactly from here.
-        """
+        """Save the model (safetensors + JSON config + class names) to ``path``; with
+        ``with_state`` also the optimizer/scaler/EMA/RNG/callback states, for :meth:`resume`."""
         return save_learner(self, Path(path), with_state=with_state, **extra)
 
     def resume(self, path: str | Path) -> Learner:
@@ -388,8 +398,3 @@ class Learner:
         where the checkpoint left off."""
         resume_learner(self, Path(path))
         return self
-
-
-def _module_device(model: nn.Module) -> torch.device:
-    p = next(itertools.chain(model.parameters(), model.buffers()), None)
-    return p.device if p is not None else torch.device("cpu")

@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from reslab.runs import History, claim, write_history
 from reslab.training.callback import Callback
 
@@ -66,6 +68,8 @@ class TensorBoardCallback(Callback):
         self._writer_cls = SummaryWriter
         self.log_dir = str(log_dir)
         self.writer: SummaryWriter | None = None
+        self._losses: list[torch.Tensor] = []
+        self._iters: list[int] = []
 
     def before_fit(self) -> None:
         if self.learn.is_main:
@@ -75,11 +79,22 @@ class TensorBoardCallback(Callback):
         learn = self.learn
         if self.writer is None or not learn.training or learn.batch_loss is None:
             return
-        self.writer.add_scalar("train/loss", float(learn.batch_loss), learn.train_iter)
+        # The loss stays on the device until the epoch's end (one read for all batches).
+        self._losses.append(learn.batch_loss.detach())
+        self._iters.append(learn.train_iter)
         self.writer.add_scalar("train/lr", learn.opt.param_groups[0]["lr"], learn.train_iter)
 
+    def _write_losses(self) -> None:
+        if self._losses and self.writer is not None:
+            for i, loss in zip(self._iters, torch.stack(self._losses).tolist()):
+                self.writer.add_scalar("train/loss", loss, i)
+        self._losses, self._iters = [], []
+
     def after_epoch(self) -> None:
-        if self.writer is None or not self.learn.recorder.history:
+        if self.writer is None:
+            return
+        self._write_losses()
+        if not self.learn.recorder.history:
             return
         row = self.learn.recorder.history[-1]
         for k, v in row.items():
@@ -89,5 +104,6 @@ class TensorBoardCallback(Callback):
 
     def cleanup_fit(self) -> None:
         if self.writer is not None:
+            self._write_losses()
             self.writer.close()
             self.writer = None

@@ -15,7 +15,11 @@ __all__ = ["Accuracy", "EvalResult", "Metric", "TopKAccuracy", "evaluate", "get_
 
 
 class Metric:
-    """A metric accumulated over batches as ``total / count`` (so processes can pool sums)."""
+    """A metric accumulated over batches as ``total / count`` (so processes can pool sums).
+
+    The running total stays on the device of the predictions (no host read per batch);
+    :meth:`compute` reads it once.
+    """
 
     name = "metric"
 
@@ -31,14 +35,18 @@ class Metric:
         raise NotImplementedError
 
     def update(self, pred: Tensor, target: Tensor) -> None:
-        self.total += self.batch_value(pred, target).detach().double().cpu()
+        value = self.batch_value(pred, target).detach().double()
+        if self.total.device != value.device:
+            self.total, self.count = self.total.to(value.device), self.count.to(value.device)
+        self.total += value
         self.count += len(target)
 
     def all_reduce(self) -> None:
         self.total, self.count = all_reduce_sum(torch.stack([self.total, self.count])).unbind()
 
     def compute(self) -> float:
-        return float(self.total / self.count) if self.count > 0 else float("nan")
+        total, count = torch.stack([self.total, self.count]).tolist()  # one read
+        return total / count if count > 0 else float("nan")
 
 
 class Accuracy(Metric):

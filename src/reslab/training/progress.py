@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from reslab.training.callback import Callback
@@ -23,13 +24,18 @@ def _fmt(value: Any) -> str:
 class ProgressCallback(Callback):
     """tqdm bars for epochs and batches (live loss and accuracy); one summary line per epoch.
 
-    Only the main process (rank 0) draws.
+    Only the main process (rank 0) draws. The bar counts every batch, but the loss (smoothed)
+    and accuracy it shows are read from the device at most every ``refresh_s`` seconds, so
+    the bar does not make the device wait for the host after every batch.
     """
 
     order = 60
     ebar: tqdm[Any] | None  # the epochs bar, on the main process while fitting
     bbar: tqdm[Any] | None  # the batches bar, while an epoch trains
     _smooth: float | None  # the bar's smoothed batch loss
+
+    def __init__(self, refresh_s: float = 1.0) -> None:
+        self.refresh_s = refresh_s
 
     def before_fit(self) -> None:
         from tqdm.auto import tqdm
@@ -47,7 +53,10 @@ class ProgressCallback(Callback):
 
     def before_train(self) -> None:
         learn = self.learn
-        self._smooth, self._correct, self._seen = None, 0, 0
+        self._smooth: float | None = None
+        rec = getattr(learn, "recorder", None)
+        self._read = len(rec.losses) if rec is not None else 0  # losses already shown
+        self._shown = time.monotonic()
         if learn.is_main:
             start = learn.start_iter if learn.epoch == learn.start_epoch else 0
             self.bbar = self._tqdm(
@@ -59,21 +68,27 @@ class ProgressCallback(Callback):
             )
 
     def after_batch(self) -> None:
-        learn = self.learn
-        if not learn.training or self.bbar is None:
+        if not self.learn.training or self.bbar is None:
             return
-        if learn.batch_loss is not None:
-            v = float(learn.batch_loss)
-            self._smooth = v if self._smooth is None else 0.9 * self._smooth + 0.1 * v
-        pred = learn.pred
-        if pred is not None and pred.ndim == 2 and pred.shape[0] == len(learn.yb):
-            self._correct += int((pred.argmax(-1) == learn.yb).sum())
-            self._seen += len(learn.yb)
-        post = {"loss": f"{self._smooth:.4f}"} if self._smooth is not None else {}
-        if self._seen:
-            post["acc"] = f"{self._correct / self._seen:.4f}"
-        self.bbar.set_postfix(post, refresh=False)
+        now = time.monotonic()
+        if now - self._shown >= self.refresh_s:
+            self._shown = now
+            self._show_values()
         self.bbar.update(1)
+
+    def _show_values(self) -> None:
+        rec = getattr(self.learn, "recorder", None)
+        if rec is None:
+            return
+        rec.flush()
+        for v in rec.losses[self._read :]:
+            self._smooth = v if self._smooth is None else 0.9 * self._smooth + 0.1 * v
+        self._read = len(rec.losses)
+        post = {"loss": f"{self._smooth:.4f}"} if self._smooth is not None else {}
+        if rec.running_accuracy is not None:
+            post["acc"] = f"{rec.running_accuracy:.4f}"
+        if self.bbar is not None:
+            self.bbar.set_postfix(post, refresh=False)
 
     def after_train(self) -> None:
         if self.bbar is not None:

@@ -16,26 +16,68 @@ __all__ = [
 
 
 class TerminateOnNaN(Callback):
-    """Stop with :class:`TrainingDiverged` when the loss is NaN or infinite.
+    """Stop with :class:`TrainingDiverged` when a batch loss was NaN or infinite.
 
-    It checks ``learn.batch_loss``, the batch loss averaged over all processes, so under
-    torchrun every process sees the same value and all stop together.
+    The batch losses stay on the device (see :class:`~reslab.training.Recorder`), so the check
+    runs where they are read anyway: at the end of every epoch's training, before every
+    checkpoint (:class:`~reslab.training.SaveCheckpoint` calls :meth:`check`, so no checkpoint
+    is written after a non-finite loss) and, with ``every``, every ``every`` batches. The
+    message names the epoch and batch where the loss first became non-finite; training may
+    have run on until the check. ``every=1`` stops at the bad batch itself, before its
+    optimizer step, at the price of one host synchronisation per batch.
+
+    The losses are averaged over all processes and the checks fall on the same batches
+    everywhere, so under torchrun all processes stop together.
     """
 
     order = -20
     enabled = True  # the LR finder switches the check off: it drives the loss up on purpose
 
+    def __init__(self, every: int | None = None) -> None:
+        if every is not None and every < 1:
+            raise ValueError(f"every must be a positive number of batches, got {every}")
+        self.every = every
+
+    def check(self) -> None:
+        """Read the pending batch losses; raise if one was not finite."""
+        rec = getattr(self.learn, "recorder", None)
+        if rec is None or not self.enabled:
+            return
+        rec.flush()
+        if rec.nonfinite is not None:
+            found, rec.nonfinite = rec.nonfinite, None  # reported once: a later fit starts clean
+            self._stop(*found)
+
+    def _stop(self, loss: float, epoch: int, batch: int, step: int) -> None:
+        learn = self.learn
+        where = f"epoch {epoch + 1}, batch {batch + 1} (step {step})"
+        if (epoch, batch) != (learn.epoch, learn.iter):
+            where += f", noticed at epoch {learn.epoch + 1}, batch {learn.iter + 1}"
+        ckpt = getattr(learn, "last_checkpoint", None)
+        kept = f"; last good checkpoint: {ckpt}" if ckpt else "; no checkpoint was written"
+        raise TrainingDiverged(
+            f"loss became {loss} at {where}: training stopped (try a lower learning rate or "
+            f"gradient clipping){kept}"
+        )
+
     def after_loss(self) -> None:
         learn = self.learn
-        loss = learn.batch_loss
-        if self.enabled and learn.training and not bool(torch.isfinite(loss)):
-            where = f"epoch {learn.epoch + 1}, batch {learn.iter + 1} (step {learn.step})"
-            ckpt = getattr(learn, "last_checkpoint", None)
-            kept = f"; last good checkpoint: {ckpt}" if ckpt else "; no checkpoint was written"
-            raise TrainingDiverged(
-                f"loss became {float(loss)} at {where}: training stopped (try a lower "
-                f"learning rate or gradient clipping){kept}"
-            )
+        if self.every == 1 and self.enabled and learn.training:
+            loss = learn.batch_loss
+            if not bool(torch.isfinite(loss)):
+                self._stop(float(loss), learn.epoch, learn.iter, learn.step)
+
+    def after_batch(self) -> None:
+        learn = self.learn
+        every = self.every or 0
+        if every > 1 and learn.training and (learn.train_iter + 1) % every == 0:
+            self.check()
+
+    def after_train(self) -> None:
+        self.check()
+
+    def after_epoch(self) -> None:
+        self.check()  # an epoch cancelled mid-way skipped after_train
 
 
 class EarlyStopping(Callback):

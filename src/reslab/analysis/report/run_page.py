@@ -197,7 +197,7 @@ def environment_section(facts: RunFacts, here: dict[str, str]) -> Section:
             k: last.get(k)
             for k in ("time", "reslab", "git_commit", "torch", "device", "world_size")
         }
-        for key in ("threads", "amp", "channels_last"):
+        for key in ("threads", "amp", "channels_last", "compile", "train_path"):
             if key in facts.metrics:
                 run[key] = facts.metrics[key]
         body += [element("h3", "the run"), key_value_table(run)]

@@ -1,0 +1,47 @@
+"""Training through ``torch.compile``: the forward pass and its backward, compiled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from reslab.training.callback import Callback
+
+__all__ = ["Compile"]
+
+
+class Compile(Callback):
+    """Train through ``torch.compile(model)`` (TorchInductor): the forward pass and, through
+    AOTAutograd, its backward are compiled into fused kernels; the optimizer step stays eager.
+
+    Only ``learn.forward_model`` (what the training forward goes through) is replaced, for the
+    length of a fit; ``learn.model`` stays the plain module, so checkpoints keep their state-dict
+    keys (no ``_orig_mod.`` prefix), EMA and resume work as before, and validation runs eager.
+    The first batches of a fit pay for the compilation (and a fit of another input shape or
+    mode compiles again); the graph is cached for later fits of the same model.
+
+    Args:
+        mode: ``torch.compile``'s mode (``None``: the default; ``"max-autotune"`` tries more
+            kernels for longer).
+    """
+
+    order = -35  # after DistributedCallback (-40): the DDP wrapper is what gets compiled
+
+    def __init__(self, mode: str | None = None) -> None:
+        self.mode = mode
+        self._swap: tuple[nn.Module, Any] | None = None  # (plain, compiled) during a fit
+
+    def before_fit(self) -> None:
+        learn = self.learn
+        compiled = torch.compile(learn.forward_model, mode=self.mode)
+        self._swap = (learn.forward_model, compiled)
+        learn.forward_model = compiled
+
+    def cleanup_fit(self) -> None:
+        if self._swap is not None:
+            plain, compiled = self._swap
+            if self.learn.forward_model is compiled:  # (DDP's cleanup may have reset it first)
+                self.learn.forward_model = plain
+            self._swap = None
