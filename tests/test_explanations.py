@@ -170,11 +170,17 @@ def test_baselines_against_torchvision_and_by_hand():
 
 
 def test_deletion_insertion_end_points_are_the_model_on_the_image_and_the_baseline():
-    model = create_model("resnet20", num_classes=4, width=0.25, in_chans=1).eval()
+    model = create_model("resnet20", num_classes=4, width=0.25, in_chans=1)
     randomize_bn(model)
     images = torch.rand(3, 1, 12, 12, generator=torch.Generator().manual_seed(1))
     before = copy.deepcopy(model.state_dict())
     faith = deletion_insertion(model, images, steps=4, baseline="mean", methods=["saliency"])
+    randomization_check(model, images, methods=["gradcam", "saliency"])
+    # Left as it was: train mode, no gradients, the same weights and statistics.
+    assert all(m.training for m in model.modules())
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    model.eval()
     with torch.no_grad():
         probs = model(images).softmax(1)
         mean = images.mean((2, 3), keepdim=True).expand_as(images)
@@ -188,7 +194,6 @@ def test_deletion_insertion_end_points_are_the_model_on_the_image_and_the_baseli
         torch.testing.assert_close(faith.deletion[m][:, -1], probs_mean[rows, top1])
         torch.testing.assert_close(faith.insertion[m][:, 0], probs_mean[rows, top1])
         torch.testing.assert_close(faith.insertion[m][:, -1], probs[rows, top1])
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     report = explanations_report(faith, None, model="tiny")
     auc = report["faithfulness"]["deletion"]["saliency"]["auc"]
     per_image = curve_auc(faith.fractions, faith.deletion["saliency"])

@@ -1,6 +1,5 @@
-"""Analysis: what a model sees (class activation maps, top losses, explanations and how
-faithful they are, the HTML report of a run), class embeddings, decision regions and the
-heads they are drawn for."""
+"""Analysis: what a model sees (class activation maps, top losses, explanations, the HTML
+report of a run), class embeddings, decision regions and the heads they are drawn for."""
 
 from reslab.analysis.decision import (
     Plane,

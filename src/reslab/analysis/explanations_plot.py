@@ -26,14 +26,9 @@ def _curves_panel(ax, faith: dict[str, Any], kind: str) -> None:
     x = [100 * f for f in faith["fractions"]]
     for i, method in enumerate(faith["methods"]):
         record = faith[kind][method]
-        mean, std = record["curve_mean"], record["curve_std"]
         auc = record["auc"]
         label = f"{method}: AUC {auc['mean']:.3f} ± {auc['std']:.3f}"
-        ax.plot(x, mean, label=label, **_style(method, i))
-        low = [m - s for m, s in zip(mean, std)]
-        high = [m + s for m, s in zip(mean, std)]
-        if method != RANDOM:
-            ax.fill_between(x, low, high, color=f"C{i}", alpha=0.08, lw=0)
+        ax.plot(x, record["curve_mean"], label=label, **_style(method, i))
     verb = "removed" if kind == "deletion" else "revealed"
     better = "lower" if kind == "deletion" else "higher"
     ax.set_title(f"{kind} ({better} AUC is better)", fontsize=9)
@@ -66,7 +61,7 @@ def _cascade_panel(ax, rand: dict[str, Any]) -> None:
 
 def explanations_figure(report: dict[str, Any], *, title: str | None = None):
     """A matplotlib ``Figure`` from an ``explanations.json`` dict: the deletion and
-    insertion curves (mean over images, a band of ± one std; the AUCs in the legend) and
+    insertion curves (mean over images; the AUCs, mean ± std, in the legend) and
     the mean rank correlation along the randomisation cascade (dotted: the flag line)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -129,7 +124,7 @@ def cascade_figure(
     show_image(axes[0][0], image)
     target = int(check.target[index])
     name = class_names[target] if class_names is not None else str(target)
-    axes[0][0].set_title(f"input: {name}", fontsize=7)
+    axes[0][0].set_title(f"input; class: {name}", fontsize=7)
     fig.suptitle(title or "maps as the model is randomised from the head down", fontsize=9)
     return fig
 

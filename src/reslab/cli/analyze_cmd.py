@@ -9,7 +9,7 @@ from pathlib import Path
 from reslab.analysis.blocks import study_blocks
 from reslab.analysis.blocks_plot import plot_blocks
 from reslab.cli import CliError
-from reslab.cli.analyze_explanations import register_explanations
+from reslab.cli.analyze_explanations import add_explanations
 from reslab.cli.argtypes import count, folder, positive_int
 from reslab.data import load_dataset, make_loader
 from reslab.files import atomic_write_json, check_output_dir
@@ -90,4 +90,4 @@ def register(sub: argparse._SubParsersAction, plots) -> None:
     b.add_argument("--out", help="folder for blocks.json/png (default: beside the checkpoint)")
     b.add_argument("--json", action="store_true", help="print the report as JSON")
     b.set_defaults(func=cmd_blocks)
-    register_explanations(kinds)
+    add_explanations(kinds)

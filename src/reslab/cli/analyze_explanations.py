@@ -33,7 +33,7 @@ from reslab.files import atomic_write_json, check_output_dir, check_output_file
 from reslab.inference import class_names_of
 from reslab.weights import resolve_model, resolve_spec_path
 
-__all__ = ["register_explanations"]
+__all__ = ["add_explanations"]
 
 OUTPUTS = (EXPLANATIONS_NAME, EXPLANATIONS_FIGURE, CASCADE_FIGURE)
 DESCRIPTION = f"""\
@@ -132,11 +132,12 @@ def cmd_explanations(args: argparse.Namespace) -> int:
     if check is not None:
         plot_cascade(check, images[0], out / CASCADE_FIGURE, class_names=class_names)
         written.append(CASCADE_FIGURE)
-    if args.json:
+    if args.json:  # stdout is the JSON alone
         print(json.dumps(report, indent=2))
     else:
         _print_summary(report)
-    print(f"wrote {out / written[0]} and {', '.join(written[1:])}")
+    done = f"wrote {out / written[0]} and {', '.join(written[1:])}"
+    print(done, file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -164,7 +165,7 @@ def _print_summary(report: dict) -> None:
     print(f"flagged (still ≥ {rand['flag_threshold']} when fully random): {verdict}")
 
 
-def register_explanations(kinds: argparse._SubParsersAction) -> None:
+def add_explanations(kinds: argparse._SubParsersAction) -> None:
     """Add ``reslab analyze explanations`` to the ``analyze`` sub-commands."""
     e = kinds.add_parser(
         "explanations",

@@ -74,8 +74,8 @@ def _body(folder: Path, report: dict[str, Any]) -> Markup:
         parts += _faithfulness(report["faithfulness"])
     if report.get("randomization"):
         parts += _randomization(report["randomization"])
-    caption = "Mean curves over the images (dashed: random map) and the rank correlation along "
-    caption += "the randomisation (band: ± one std; dotted: the flag line)."
+    caption = "Mean curves over the images (dashed: the random map) and the mean rank "
+    caption += "correlation along the randomisation (band: ± one std; dotted: the flag line)."
     parts.append(figure_html(explanations_figure(report), "explanation curves", caption))
     cascade = folder / CASCADE_FIGURE
     if cascade.is_file():
