@@ -24,6 +24,7 @@ from reslab.analysis import (
     randomized_cascade,
     rank_correlation,
 )
+from reslab.analysis.explanations import layer_grid
 from reslab.analysis.faithfulness import (
     baseline_images,
     gaussian_blur,
@@ -151,6 +152,19 @@ def test_the_true_relevance_of_a_linear_model_beats_a_random_map():
         torch.testing.assert_close(curves["insertion", name][:, -1], p_image)
 
 
+def test_coarse_random_maps_are_bilinear_blobs_on_the_layer_grid():
+    coarse = random_maps(3, 4, 4, seed=2, grid=(2, 2))
+    values = torch.rand(3, 1, 2, 2, generator=torch.Generator().manual_seed(2))[:, 0]
+    # Upsampling 2 -> 4 (align_corners=False) samples the grid at -0.25, 0.25, 0.75, 1.25
+    # (the ends clamped): weights per output row/column, by hand.
+    weights = torch.tensor([[1, 0], [0.75, 0.25], [0.25, 0.75], [0, 1]])
+    torch.testing.assert_close(coarse, weights @ values @ weights.T)
+    model = create_model("resnet20", num_classes=3, width=0.25)
+    assert layer_grid(model, torch.rand(1, 3, 32, 32)) == (8, 8)  # layer3 of a CIFAR net
+    assert layer_grid(model, torch.rand(1, 3, 28, 28), "layer2") == (14, 14)
+    assert layer_grid(nn.Sequential(nn.Flatten(), nn.Linear(12, 2)), torch.rand(1, 3, 2, 2)) is None
+
+
 def test_baselines_against_torchvision_and_by_hand():
     g = torch.Generator().manual_seed(0)
     images = torch.rand(2, 3, 40, 40, generator=g)
@@ -186,7 +200,8 @@ def test_deletion_insertion_end_points_are_the_model_on_the_image_and_the_baseli
         mean = images.mean((2, 3), keepdim=True).expand_as(images)
         probs_mean = model(mean).softmax(1)
     top1 = probs.argmax(1)
-    assert faith.methods == ["saliency", "random"] and faith.target.tolist() == top1.tolist()
+    assert faith.methods == ["saliency", "random", "random-coarse"]
+    assert faith.target.tolist() == top1.tolist()
     assert faith.fractions == [0.0, 0.25, 0.5, 0.75, 1.0]
     rows = torch.arange(3)
     for m in faith.methods:

@@ -65,7 +65,7 @@ def test_outputs_and_numbers_of_a_run(run, data, capsys):
     faith, rand = report["faithfulness"], report["randomization"]
     indices = report["image_indices"]
     assert len(indices) == 5 == faith["images"] and indices == sorted(set(indices))
-    assert faith["methods"] == ["gradcam", "gradcam++", "saliency", "random"]
+    assert faith["methods"] == ["gradcam", "gradcam++", "saliency", "random", "random-coarse"]
     assert faith["fractions"] == [0.0, 0.25, 0.5, 0.75, 1.0]  # 784 pixels in 4 steps
     # The first deletion point is the model's top-1 probability on the images, computed
     # here from the idx file read by hand.
@@ -88,7 +88,7 @@ def test_outputs_and_numbers_of_a_run(run, data, capsys):
     assert rand["flagged"] == [
         m for m in rand["methods"] if rand["steps"][-1]["correlation"][m]["mean"] >= 0.5
     ]
-    for words in ("deletion AUC", "gradcam++", "random", "+ layer3", "flagged", "wrote"):
+    for words in ("deletion AUC", "gradcam++", "random-coarse", "+ layer3", "flagged", "wrote"):
         assert words in out
 
 
@@ -142,7 +142,8 @@ def test_json_and_options(checkpoint, data, tmp_path, capsys):
     assert printed == json.loads((out / EXPLANATIONS_NAME).read_text())
     assert "randomization" not in printed and not (out / CASCADE_FIGURE).exists()
     faith = printed["faithfulness"]
-    assert faith["methods"] == ["gradcam", "random"] and faith["baseline"] == "mean"
+    assert faith["methods"] == ["gradcam", "random", "random-coarse"]
+    assert faith["baseline"] == "mean"
     assert faith["blur_sigma_fraction"] is None and faith["fractions"] == [0.0, 0.5, 1.0]
     g = torch.Generator().manual_seed(3)  # --seed picks the images
     assert printed["image_indices"] == torch.randperm(30, generator=g)[:3].sort().values.tolist()

@@ -38,11 +38,14 @@ __all__ = [
     "EXPLANATIONS_FIGURE",
     "EXPLANATIONS_NAME",
     "FLAG_CORRELATION",
+    "BASELINE_MAPS",
     "RANDOM",
+    "RANDOM_COARSE",
     "Faithfulness",
     "RandomizationCheck",
     "deletion_insertion",
     "explanations_report",
+    "layer_grid",
     "randomization_check",
 ]
 
@@ -50,6 +53,11 @@ EXPLANATIONS_NAME = "explanations.json"
 EXPLANATIONS_FIGURE = "explanations.png"
 CASCADE_FIGURE = "explanations-cascade.png"
 RANDOM = "random"  # the random-map baseline, reported beside the methods
+# Random values on the Grad-CAM layer's grid, upsampled: blobs of Grad-CAM's size in random
+# places. Tells "the map found the right region" from "coherent regions hurt less than
+# scattered pixels".
+RANDOM_COARSE = "random-coarse"
+BASELINE_MAPS = (RANDOM, RANDOM_COARSE)
 # A method is flagged when its maps of the fully randomised model still have a mean
 # Spearman rank correlation of at least this with the trained model's maps (unitless).
 FLAG_CORRELATION = 0.5
@@ -74,6 +82,25 @@ def _maps(model: nn.Module, images: Tensor, target: Tensor, method: str, layer, 
     return gradcam(model, images, target, chosen, method=method, batch_size=batch).cpu()
 
 
+def layer_grid(
+    model: nn.Module, images: Tensor, layer: str | None = None
+) -> tuple[int, int] | None:
+    """The spatial size of Grad-CAM's layer (``layer``, default the last stage) for these
+    images, or None when the model names no stages and no layer is given."""
+    name = layer or (list(getattr(model, "stage_names", None) or []) or [None])[-1]
+    module = dict(model.named_modules()).get(name) if name else None
+    if module is None:
+        return None
+    shapes: list[tuple[int, ...]] = []
+    handle = module.register_forward_hook(lambda m, i, out: shapes.append(tuple(out.shape)))
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(images[:1])
+    finally:
+        handle.remove()
+    return (shapes[0][-2], shapes[0][-1]) if shapes and len(shapes[0]) == 4 else None
+
+
 def _check(images: Tensor, methods: Sequence[str]) -> list[str]:
     if not isinstance(images, Tensor) or images.dim() != 4 or len(images) == 0:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
@@ -94,7 +121,8 @@ def _check(images: Tensor, methods: Sequence[str]) -> list[str]:
 class Faithfulness:
     """Deletion and insertion curves: ``deletion[m]`` / ``insertion[m]`` are ``(N, S+1)``
     class probabilities at the ``fractions`` of pixels changed, for each method ``m`` and
-    the random baseline :data:`RANDOM`."""
+    the random baselines (:data:`RANDOM`, and :data:`RANDOM_COARSE` where Grad-CAM's layer
+    is known)."""
 
     methods: list[str]
     fractions: list[float]
@@ -123,7 +151,9 @@ def deletion_insertion(
     batch_size: int = 64,
     progress: Progress = None,
 ) -> Faithfulness:
-    """Deletion and insertion curves of each method's maps and of random maps (``seed``).
+    """Deletion and insertion curves of each method's maps and of random maps (``seed``):
+    per-pixel noise (:data:`RANDOM`) and noise on Grad-CAM's layer grid, upsampled
+    (:data:`RANDOM_COARSE`; left out when the layer is unknown).
 
     Args:
         model: a classifier taking ``images`` (0–1, its normalisation inside).
@@ -139,22 +169,23 @@ def deletion_insertion(
     target = _targets(model, images, target)
     options = {"steps": steps, "baseline": baseline, "batch_size": batch_size}
     step_counts(h * w, steps)  # refuse bad steps before any work
+    grid = layer_grid(model, images, layer)
+    randoms = {RANDOM: random_maps(n, h, w, seed)}
+    if grid is not None:
+        randoms[RANDOM_COARSE] = random_maps(n, h, w, seed, grid=grid)
     deletion, insertion = {}, {}
-    for method in [*methods, RANDOM]:
-        if method == RANDOM:
-            maps = random_maps(n, h, w, seed)
+    for method in [*methods, *randoms]:
+        if method in randoms:
+            maps = randoms[method]
         else:
             maps = _maps(model, images, target, method, layer, min(batch_size, 32))
-        deletion[method] = perturbation_curves(
-            model, images, maps, target, kind="deletion", **options
-        )
-        insertion[method] = perturbation_curves(
-            model, images, maps, target, kind="insertion", **options
-        )
+        for kind, curves in (("deletion", deletion), ("insertion", insertion)):
+            curves[method] = perturbation_curves(model, images, maps, target, kind=kind, **options)
         if progress:
             progress()
     fractions = [k / (h * w) for k in step_counts(h * w, steps)]
-    return Faithfulness([*methods, RANDOM], fractions, deletion, insertion, target, baseline, steps)
+    names = [*methods, *randoms]
+    return Faithfulness(names, fractions, deletion, insertion, target, baseline, steps)
 
 
 # ----------------------------------------------------------------------------- randomisation

@@ -10,15 +10,15 @@ from typing import Any
 
 from torch import Tensor
 
-from reslab.analysis.explanations import RANDOM, RandomizationCheck
+from reslab.analysis.explanations import BASELINE_MAPS, RANDOM, RandomizationCheck
 from reslab.analysis.overlay import save_figure, show_image, show_map
 
 __all__ = ["cascade_figure", "explanations_figure", "plot_cascade", "plot_explanations"]
 
 
 def _style(method: str, i: int) -> dict[str, Any]:
-    if method == RANDOM:
-        return {"color": "grey", "ls": "--", "lw": 1.2}
+    if method in BASELINE_MAPS:
+        return {"color": "grey" if method == RANDOM else "black", "ls": "--", "lw": 1.1}
     return {"color": f"C{i}", "lw": 1.6}
 
 

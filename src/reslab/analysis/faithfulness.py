@@ -64,11 +64,18 @@ def pixel_order(maps: Tensor) -> Tensor:
     return torch.sort(maps.flatten(1), dim=1, descending=True, stable=True).indices
 
 
-def random_maps(n: int, height: int, width: int, seed: int = 0) -> Tensor:
+def random_maps(
+    n: int, height: int, width: int, seed: int = 0, *, grid: tuple[int, int] | None = None
+) -> Tensor:
     """``(n, height, width)`` maps of independent uniform noise: the baseline a method must
-    beat (a random pixel order)."""
+    beat (a random pixel order). With ``grid`` ``(h, w)``, the noise is drawn on that grid
+    and upsampled bilinearly, as Grad-CAM upsamples a layer's map: random blobs of
+    Grad-CAM's size instead of scattered pixels."""
     g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, height, width, generator=g)
+    if grid is None:
+        return torch.rand(n, height, width, generator=g)
+    coarse = torch.rand(n, 1, *grid, generator=g)
+    return F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)[:, 0]
 
 
 def gaussian_blur(images: Tensor, sigma: float) -> Tensor:

@@ -19,6 +19,7 @@ from reslab.analysis.explanations import (
     EXPLANATIONS_NAME,
     FLAG_CORRELATION,
     RANDOM,
+    RANDOM_COARSE,
     deletion_insertion,
     explanations_report,
     randomization_check,
@@ -42,8 +43,9 @@ model's top-1 class on N images of a data set, and is measured twice:
 
   deletion / insertion (Petsiuk et al., RISE, 2018): the pixels are removed (replaced
   by the --baseline image) or revealed, most relevant first, in --steps steps; the
-  area under the class probability's curve, mean ± std over the images, against a
-  random map. Faithful: a lower deletion AUC and a higher insertion AUC than random.
+  area under the class probability's curve, mean ± std over the images, against
+  random maps: pixel noise, and noise on Grad-CAM's grid upsampled (random blobs of
+  Grad-CAM's size). Faithful: a lower deletion and a higher insertion AUC than those.
 
   model randomisation (Adebayo et al., Sanity Checks for Saliency Maps, 2018): the
   model's stages are re-initialised from the head down, one more at each step (on a
@@ -104,7 +106,7 @@ def cmd_explanations(args: argparse.Namespace) -> int:
     step_counts(images.shape[-2] * images.shape[-1], args.steps)  # a bad --steps: one line
     options = {"methods": methods, "layer": args.layer, "seed": args.seed}
     stages = cascade_stages(model) if args.randomization else []
-    bar, tick = _bar(len(methods) + 1 + (len(stages) + 1 if stages else 0), args.progress)
+    bar, tick = _bar(len(methods) + 2 + (len(stages) + 1 if stages else 0), args.progress)
     start = time.perf_counter()
     try:
         faith = deletion_insertion(
@@ -144,11 +146,11 @@ def cmd_explanations(args: argparse.Namespace) -> int:
 def _print_summary(report: dict) -> None:
     faith = report["faithfulness"]
     print(f"{faith['images']} images, {faith['steps']} steps, baseline {faith['baseline']}")
-    print(f"{'method':<10} {'deletion AUC (lower better)':>28} {'insertion AUC (higher)':>24}")
+    print(f"{'method':<14} {'deletion AUC (lower better)':>28} {'insertion AUC (higher)':>24}")
     for m in faith["methods"]:
         d, i = faith["deletion"][m]["auc"], faith["insertion"][m]["auc"]
         shown = f"{d['mean']:.3f} ± {d['std']:.3f}", f"{i['mean']:.3f} ± {i['std']:.3f}"
-        print(f"{m:<10} {shown[0]:>28} {shown[1]:>24}")
+        print(f"{m:<14} {shown[0]:>28} {shown[1]:>24}")
     rand = report.get("randomization")
     if rand is None:
         return
@@ -207,7 +209,8 @@ def add_explanations(kinds: argparse._SubParsersAction) -> None:
         type=names,
         metavar="LIST",
         help=f"comma-separated, some of {','.join(CAM_METHODS)} (default: all); "
-        f"a random map ({RANDOM}) is always added",
+        f"random maps are always added: {RANDOM} (pixel noise) and {RANDOM_COARSE} (noise on "
+        "Grad-CAM's grid, upsampled)",
     )
     e.add_argument(
         "--layer", metavar="NAME", help="Grad-CAM's layer (default: the last stage, layer4/layer3)"
@@ -217,7 +220,7 @@ def add_explanations(kinds: argparse._SubParsersAction) -> None:
         type=count,
         default=0,
         metavar="N",
-        help="picks the images, the random map and the random weights (default 0)",
+        help="picks the images, the random maps and the random weights (default 0)",
     )
     e.add_argument(
         "--no-randomization",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from reslab.analysis.explanations import CASCADE_FIGURE, EXPLANATIONS_NAME, RANDOM
+from reslab.analysis.explanations import BASELINE_MAPS, CASCADE_FIGURE, EXPLANATIONS_NAME
 from reslab.analysis.explanations_plot import explanations_figure
 from reslab.analysis.report.embed import figure_html, file_image_bytes, image_html
 from reslab.analysis.report.facts import read_json
@@ -21,7 +21,8 @@ INTRO = (
     "Are the class maps faithful to the model? Deletion and insertion (Petsiuk et al., RISE, "
     "BMVC 2018): each image's pixels are removed (or revealed), most relevant first, and the "
     "probability of the explained class is followed; a faithful map has a lower deletion "
-    "and a higher insertion area under the curve (AUC) than a random map. Model "
+    "and a higher insertion area under the curve (AUC) than a random map (random: pixel "
+    "noise; random-coarse: noise on Grad-CAM's grid, upsampled, blobs of Grad-CAM's size). Model "
     "randomisation (Adebayo et al., Sanity Checks for Saliency Maps, NeurIPS 2018): the "
     "model's stages are re-initialised from the head down, one more at each step, and each "
     "map is compared with the trained model's by Spearman rank correlation; a map that "
@@ -36,7 +37,7 @@ def _pm(stats: dict[str, Any]) -> str:
 def _faithfulness(faith: dict[str, Any]) -> list[Markup]:
     rows = []
     for m in faith["methods"]:
-        name = f"{m} (baseline)" if m == RANDOM else m
+        name = f"{m} (baseline)" if m in BASELINE_MAPS else m
         rows.append([name, _pm(faith["deletion"][m]["auc"]), _pm(faith["insertion"][m]["auc"])])
     setup = (
         f"{faith['images']} images, the model's top-1 class each; {faith['steps']} steps; "
@@ -74,7 +75,7 @@ def _body(folder: Path, report: dict[str, Any]) -> Markup:
         parts += _faithfulness(report["faithfulness"])
     if report.get("randomization"):
         parts += _randomization(report["randomization"])
-    caption = "Mean curves over the images (dashed: the random map) and the mean rank "
+    caption = "Mean curves over the images (dashed: the random maps) and the mean rank "
     caption += "correlation along the randomisation (band: ± one std; dotted: the flag line)."
     parts.append(figure_html(explanations_figure(report), "explanation curves", caption))
     cascade = folder / CASCADE_FIGURE
