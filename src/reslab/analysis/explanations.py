@@ -92,7 +92,12 @@ def layer_grid(
     if module is None:
         return None
     shapes: list[tuple[int, ...]] = []
-    handle = module.register_forward_hook(lambda m, i, out: shapes.append(tuple(out.shape)))
+
+    def keep(module: nn.Module, inputs: tuple, out: object) -> None:
+        if isinstance(out, Tensor):
+            shapes.append(tuple(out.shape))
+
+    handle = module.register_forward_hook(keep)
     try:
         with eval_mode(model), torch.no_grad():
             model(images[:1])
