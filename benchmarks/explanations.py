@@ -8,11 +8,15 @@ Presets (the model, its data, and the number of images chosen so that one run ta
 - ``keras``: ``resnet50_v1@keras-imagenet`` (``reslab weights fetch keras-resnet50``) on
   Imagenette's validation images (``../shared/data``, extracted into the reslab cache once).
 
-Writes ``benchmarks/results/explanations-<preset>/``: the command's ``explanations.json``,
-``explanations.png`` and ``explanations-cascade.png``, and ``run.json`` (the command, wall
-time, 1-minute load average at the start, CPU model and flags, torch version, git commit).
+Writes ``benchmarks/results/explanations-<preset>[-mean]/``: the command's
+``explanations.json``, ``explanations.png`` and ``explanations-cascade.png``, and
+``run.json`` (the command, wall time, 1-minute load average at the start, CPU model and
+flags, torch version, git commit). ``summary`` writes ``benchmarks/results/explanations.md``
+from those folders (``explanations_summary.py``).
 
     flock /tmp/reslab-heavy.lock python3 benchmarks/explanations.py cifar10 [--images N]
+    flock /tmp/reslab-heavy.lock python3 benchmarks/explanations.py cifar10 --baseline mean
+    python3 benchmarks/explanations.py summary
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pathlib import Path
 from imagenette_data import imagenette_root, shared_data
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 PRESETS = {
     "cifar10": ("resnet20@reslab-cifar10", ["--data", "cifar10", "--data-dir", "SHARED"], 1000),
@@ -61,18 +66,26 @@ def git_commit() -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("preset", choices=sorted(PRESETS))
+    p.add_argument("preset", choices=[*sorted(PRESETS), "summary"])
     p.add_argument("--images", type=int, help="override the preset's number of images")
+    p.add_argument("--baseline", choices=["blur", "mean"], default="blur")
     p.add_argument("--out", type=Path, help="default: benchmarks/results/explanations-PRESET")
     args = p.parse_args()
+    if args.preset == "summary":
+        from explanations_summary import write_summary
+
+        print(write_summary(RESULTS))
+        return
     spec, data, images = PRESETS[args.preset]
     places = {"SHARED": str(shared_data())}
     if "IMAGENETTE" in data:
         places["IMAGENETTE"] = str(imagenette_root(("val",)))
     data = [places.get(a, a) for a in data]
-    out = args.out or ROOT / "benchmarks" / "results" / f"explanations-{args.preset}"
+    suffix = "" if args.baseline == "blur" else f"-{args.baseline}"
+    out = args.out or RESULTS / f"explanations-{args.preset}{suffix}"
     command = ["reslab", "analyze", "explanations", spec, *data, "--images",
-               str(args.images or images), "--out", str(out), "--no-progress"]  # fmt: skip
+               str(args.images or images), "--baseline", args.baseline, "--out", str(out),
+               "--no-progress"]  # fmt: skip
     import torch
 
     facts = {"command": command, "load_1min": os.getloadavg()[0], **cpu_facts(),
