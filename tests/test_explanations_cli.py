@@ -120,14 +120,23 @@ def test_the_run_report_opens_in_a_browser(measured_run):
     assert len(shown.images) >= 5 and all(img["naturalWidth"] > 0 for img in shown.images)
 
 
-def test_a_broken_explanations_file_is_a_note(run, tmp_path):
+def test_a_broken_explanations_file_is_a_note(measured_run, tmp_path):
+    run = measured_run
     for path in run.iterdir():
         if path.is_file() and path.name != EXPLANATIONS_NAME:
             (tmp_path / path.name).write_bytes(path.read_bytes())
     (tmp_path / EXPLANATIONS_NAME).write_text('{"faithfulness": {"methods": 3}}')
+    assert (tmp_path / CASCADE_FIGURE).is_file()  # a figure of an earlier run: not shown
     assert main(["report", str(tmp_path), "--limit", "5", "--top-losses", "0"]) == 0
     html = (tmp_path / "report.html").read_text()
     assert f"{EXPLANATIONS_NAME} could not be shown" in html
+    # Without a randomisation in the JSON, a cascade figure left in the folder is not shown.
+    faith = json.loads((run / EXPLANATIONS_NAME).read_text())
+    (tmp_path / EXPLANATIONS_NAME).write_text(json.dumps({**faith, "randomization": None}))
+    assert main(["report", str(tmp_path), "--limit", "5", "--top-losses", "0"]) == 0
+    html = (tmp_path / "report.html").read_text()
+    section = re.search(rf'<section id="{EXPLANATIONS_SECTION}">(.*?)</section>', html, re.S)
+    assert section is not None and section.group(1).count("<img") == 1
 
 
 def test_json_and_options(checkpoint, data, tmp_path, capsys):

@@ -79,7 +79,7 @@ def _body(folder: Path, report: dict[str, Any]) -> Markup:
     caption += "correlation along the randomisation (band: ± one std; dotted: the flag line)."
     parts.append(figure_html(explanations_figure(report), "explanation curves", caption))
     cascade = folder / CASCADE_FIGURE
-    if cascade.is_file():
+    if report.get("randomization") and cascade.is_file():  # not one left by an earlier run
         png = file_image_bytes(cascade)
         text = "One image's maps as the model is randomised from the head down."
         parts.append(
