@@ -46,6 +46,7 @@ OTHER_MEANING = {
         "eval": "the numbers as JSON as well as the table",
         "predict": "the results as JSON instead of the listing",
         "analyze blocks": "the report as JSON instead of the table",
+        "analyze explanations": "the report as JSON instead of the summary",
     },
     "--limit": {
         "bench": "images for top-1",
@@ -68,6 +69,10 @@ OTHER_MEANING = {
         "bench": "the side of the timed images",
         "train": "crops of image folders",
         "finetune": "every data set is resized to it",
+    },
+    "--steps": {
+        "experiment fastbook": "which of the chapter's models",
+        "analyze explanations": "points of each deletion/insertion curve",
     },
     "--top-losses": {
         "eval": "save N images (positive)",
@@ -191,11 +196,12 @@ def _takes(flag: str) -> list[str]:
 
 def test_the_commands_that_take_data_dir_and_threads():
     assert _takes("--data-dir") == sorted([
-        "analyze blocks", "bench", "embedding", "eval", "experiment degradation", "export",
+        "analyze blocks", "analyze explanations", "bench", "embedding", "eval", "experiment degradation", "export",
         "finetune", "plot decision-regions", "predict", "report", "train",
     ])  # fmt: skip
     assert _takes("--threads") == sorted([
-        "bench", "experiment degradation", "experiment fastbook", "explain", "finetune",
+        "analyze explanations", "bench", "experiment degradation", "experiment fastbook",
+        "explain", "finetune",
         "predict", "train",
     ])  # fmt: skip
 

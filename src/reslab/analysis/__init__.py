@@ -24,9 +24,19 @@ from reslab.analysis.explain import (
     explain_figure,
     plot_explanation,
 )
+from reslab.analysis.explanations import (
+    Faithfulness,
+    RandomizationCheck,
+    deletion_insertion,
+    explanations_report,
+    randomization_check,
+)
+from reslab.analysis.explanations_plot import plot_cascade, plot_explanations
+from reslab.analysis.faithfulness import curve_auc, perturbation_curves
 from reslab.analysis.gradcam import CAM_METHODS, gradcam
 from reslab.analysis.heads import fit_head, head_accuracy, linear_head, vgg_head
 from reslab.analysis.report import REPORT_NAME, build_model_report, build_report, write_report
+from reslab.analysis.sanity import randomized_cascade, rank_correlation
 from reslab.analysis.top_losses import (
     TopLoss,
     plot_top_losses,
@@ -37,35 +47,46 @@ from reslab.analysis.top_losses import (
 
 __all__ = [
     "CAM_METHODS",
-    "ClassEmbeddingReport",
-    "ClassEmbeddingSplit",
-    "Explanation",
-    "Plane",
     "REPORT_NAME",
-    "TopLoss",
     "axis_planes",
     "build_model_report",
     "build_report",
     "class_embedding_report",
     "class_index",
+    "ClassEmbeddingReport",
+    "ClassEmbeddingSplit",
     "cone_disagreement",
+    "curve_auc",
     "decision_map",
+    "deletion_insertion",
     "example_planes",
     "explain",
     "explain_figure",
+    "Explanation",
+    "explanations_report",
+    "Faithfulness",
     "find_classifier",
     "fit_head",
     "gradcam",
     "head_accuracy",
     "head_in_features",
     "linear_head",
+    "perturbation_curves",
+    "Plane",
+    "plot_cascade",
     "plot_decision_regions",
     "plot_explanation",
+    "plot_explanations",
     "plot_top_losses",
+    "randomization_check",
+    "RandomizationCheck",
+    "randomized_cascade",
+    "rank_correlation",
     "split_class_embedding",
     "top_losses",
     "top_losses_figure",
     "top_losses_records",
+    "TopLoss",
     "vgg_head",
     "write_report",
 ]

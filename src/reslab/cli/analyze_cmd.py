@@ -9,6 +9,7 @@ from pathlib import Path
 from reslab.analysis.blocks import study_blocks
 from reslab.analysis.blocks_plot import plot_blocks
 from reslab.cli import CliError
+from reslab.cli.analyze_explanations import add_explanations
 from reslab.cli.argtypes import count, positive_int
 from reslab.cli.options import add_shared
 from reslab.data import load_dataset, make_loader
@@ -94,3 +95,4 @@ def register(sub: argparse._SubParsersAction, plots) -> None:
     add_shared(b, OUT_DIR, default_text=f"beside the checkpoint ({names.BLOCKS_JSON}, png)")
     b.add_argument("--json", action="store_true", help="print the report as JSON")
     b.set_defaults(func=cmd_blocks)
+    add_explanations(kinds)

@@ -20,6 +20,9 @@ __all__ = [
     "CURVES",
     "DERIVED_FILES",
     "EXPERIMENT_MANIFEST",
+    "EXPLANATIONS_CASCADE_PNG",
+    "EXPLANATIONS_JSON",
+    "EXPLANATIONS_PNG",
     "HISTORY_CSV",
     "HISTORY_JSON",
     "LEDGER",
@@ -68,6 +71,9 @@ TOP_LOSSES_JSON = "top_losses.json"
 REPORT = "report.html"
 BLOCKS_JSON = "blocks.json"
 BLOCKS_PNG = "blocks.png"
+EXPLANATIONS_JSON = "explanations.json"  # reslab analyze explanations
+EXPLANATIONS_PNG = "explanations.png"
+EXPLANATIONS_CASCADE_PNG = "explanations-cascade.png"
 TENSORBOARD = "tensorboard"  # a folder of TensorBoard event files
 
 # The files a run folder's model is read from, in order of preference.
@@ -78,7 +84,7 @@ RECORD_FILES = (
 )  # fmt: skip
 DERIVED_FILES = (
     CURVES, LR_FIND_PNG, LR_SCHEDULE_PNG, CONFUSION, TOP_LOSSES_PNG, TOP_LOSSES_JSON, REPORT,
-    BLOCKS_JSON, BLOCKS_PNG,
+    BLOCKS_JSON, BLOCKS_PNG, EXPLANATIONS_JSON, EXPLANATIONS_PNG, EXPLANATIONS_CASCADE_PNG,
 )  # fmt: skip
 
 # --- an experiment folder ---

@@ -10,6 +10,7 @@ from typing import Any
 from reslab.analysis.report.charts import confusion_png, curves_figure, top_loss_tile
 from reslab.analysis.report.embed import figure_html, image_html
 from reslab.analysis.report.evaluate import EvalAnalysis
+from reslab.analysis.report.explanations_page import explanations_section
 from reslab.analysis.report.facts import RunFacts
 from reslab.analysis.report.html import (
     Markup,
@@ -230,5 +231,7 @@ def run_sections(
             ("confusion", "Confusion matrix", missing),
             ("top-losses", "Top losses", missing),
         ]
+    measured = explanations_section(facts.folder)  # `reslab analyze explanations`, if run
+    sections += [measured] if measured is not None else []
     sections.append(environment_section(facts, here))
     return sections
