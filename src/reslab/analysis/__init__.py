@@ -1,5 +1,6 @@
 """Analysis: what a model sees (class activation maps, top losses, explanations, the HTML
-report of a run), class embeddings, decision regions and the heads they are drawn for."""
+report of a run), class embeddings, decision regions and the heads they are drawn for, and
+why residual networks train (loss landscapes, Hessian spectra, shattered gradients)."""
 
 from reslab.analysis.decision import (
     Plane,
@@ -26,7 +27,10 @@ from reslab.analysis.explain import (
 )
 from reslab.analysis.gradcam import CAM_METHODS, gradcam
 from reslab.analysis.heads import fit_head, head_accuracy, linear_head, vgg_head
+from reslab.analysis.hessian import TraceEstimate, hessian_eigenvalues, hessian_trace
+from reslab.analysis.landscape import Landscape, loss_landscape
 from reslab.analysis.report import REPORT_NAME, build_model_report, build_report, write_report
+from reslab.analysis.shattered import GradientLine, autocorrelation, correlation_length, shattering
 from reslab.analysis.top_losses import (
     TopLoss,
     plot_top_losses,
@@ -40,15 +44,20 @@ __all__ = [
     "ClassEmbeddingReport",
     "ClassEmbeddingSplit",
     "Explanation",
+    "GradientLine",
+    "Landscape",
     "Plane",
     "REPORT_NAME",
     "TopLoss",
+    "TraceEstimate",
+    "autocorrelation",
     "axis_planes",
     "build_model_report",
     "build_report",
     "class_embedding_report",
     "class_index",
     "cone_disagreement",
+    "correlation_length",
     "decision_map",
     "example_planes",
     "explain",
@@ -58,10 +67,14 @@ __all__ = [
     "gradcam",
     "head_accuracy",
     "head_in_features",
+    "hessian_eigenvalues",
+    "hessian_trace",
     "linear_head",
+    "loss_landscape",
     "plot_decision_regions",
     "plot_explanation",
     "plot_top_losses",
+    "shattering",
     "split_class_embedding",
     "top_losses",
     "top_losses_figure",

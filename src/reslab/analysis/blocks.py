@@ -25,6 +25,8 @@ from reslab.models import ResNet
 from reslab.transfer import extract_features
 
 __all__ = [
+    "BLOCKS_FIGURE",
+    "BLOCKS_FILE",
     "BlockReport",
     "StageProbe",
     "blocks_of",
@@ -33,6 +35,10 @@ __all__ = [
     "residual_ratios",
     "study_blocks",
 ]
+
+
+BLOCKS_FILE = "blocks.json"  # what `reslab analyze blocks` writes, beside the checkpoint
+BLOCKS_FIGURE = "blocks.png"
 
 
 @dataclass

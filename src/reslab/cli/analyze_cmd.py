@@ -6,9 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
-from reslab.analysis.blocks import study_blocks
+from reslab.analysis.blocks import BLOCKS_FIGURE, BLOCKS_FILE, study_blocks
 from reslab.analysis.blocks_plot import plot_blocks
 from reslab.cli import CliError
+from reslab.cli.analyze_gradients import add_gradients
+from reslab.cli.analyze_landscape import add_landscape
 from reslab.cli.argtypes import count, folder, positive_int
 from reslab.data import load_dataset, make_loader
 from reslab.files import atomic_write_json, check_output_dir
@@ -42,8 +44,8 @@ def cmd_blocks(args: argparse.Namespace) -> int:
     if args.probe_images:
         train = _loader(model, args.data, "train", args.data_dir, args.probe_images, 1)
     report = study_blocks(model, test, train)
-    atomic_write_json(out / "blocks.json", report)
-    plot_blocks(report, out / "blocks.png", title=f"{args.spec} on {args.data}")
+    atomic_write_json(out / BLOCKS_FILE, report)
+    plot_blocks(report, out / BLOCKS_FIGURE, title=f"{args.spec} on {args.data}")
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -56,12 +58,15 @@ def cmd_blocks(args: argparse.Namespace) -> int:
             )
         for s in report["stages"]:
             print(f"probe {s['name']}: {s['probe_accuracy']:.4f}")
-    print(f"wrote {Path(out) / 'blocks.json'} and blocks.png")
+    print(f"wrote {Path(out) / BLOCKS_FILE} and {BLOCKS_FIGURE}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction, plots) -> None:
-    p = sub.add_parser("analyze", help="look inside a trained network (block lesions, probes)")
+    p = sub.add_parser(
+        "analyze",
+        help="look inside a network (block lesions, loss landscapes, shattered gradients)",
+    )
     kinds = p.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True)
     b = kinds.add_parser(
         "blocks",
@@ -89,3 +94,5 @@ def register(sub: argparse._SubParsersAction, plots) -> None:
     b.add_argument("--out", help="folder for blocks.json/png (default: beside the checkpoint)")
     b.add_argument("--json", action="store_true", help="print the report as JSON")
     b.set_defaults(func=cmd_blocks)
+    add_landscape(kinds)
+    add_gradients(kinds)

@@ -11,7 +11,16 @@ from typing import Any
 
 from reslab.files import atomic_write, atomic_write_json, atomic_write_text
 
-__all__ = ["collect_results", "plot_degradation", "results_markdown", "write_results"]
+__all__ = [
+    "RESULTS_FILE",
+    "collect_results",
+    "finished_runs",
+    "plot_degradation",
+    "results_markdown",
+    "write_results",
+]
+
+RESULTS_FILE = "results.json"
 
 # CIFAR-10 test error (%) of the residual networks: He et al. 2015, Table 6, and a faithful
 # PyTorch reproduction (github.com/akamaster/pytorch_resnet_cifar10, its README's table).
@@ -37,6 +46,7 @@ def _run_entry(folder: Path, run, metrics: dict[str, Any]) -> dict[str, Any]:
     ]
     return {
         **run.labels,
+        "run": run.name,  # its folder under runs/
         "model": run.config.model,
         "final_train_error": rows[-1]["train_error"] if rows else None,
         "final_running_train_error": rows[-1]["running_train_error"] if rows else None,
@@ -170,6 +180,25 @@ def _mean_curve(runs: list[dict[str, Any]], key: str) -> tuple[list[int], list[f
 
 
 def write_results(folder: Path, results: dict[str, Any]) -> None:
-    atomic_write_json(folder / "results.json", results)
+    atomic_write_json(folder / RESULTS_FILE, results)
     atomic_write_text(folder / "results.md", results_markdown(results))
     plot_degradation(results, folder / "degradation.png")
+
+
+def finished_runs(folder: str | Path) -> list[dict[str, Any]]:
+    """The runs of a finished degradation experiment folder, from its ``results.json``: each
+    ``{"run", "arm", "depth", "seed", "model", "path"}`` (``path``: the run folder)."""
+    folder = Path(folder)
+    path = folder / RESULTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder}: no {RESULTS_FILE} (has the experiment finished?)")
+    try:
+        runs = json.loads(path.read_text())["runs"]
+        out = []
+        for r in runs:
+            name = r.get("run") or f"{r['arm']}{r['depth']}-s{r['seed']}"  # before "run" was kept
+            labels = {"run": name, "arm": r["arm"], "depth": int(r["depth"]), "seed": r["seed"]}
+            out.append({**labels, "model": r["model"], "path": folder / "runs" / name})
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a degradation experiment's results ({err})") from None
+    return out

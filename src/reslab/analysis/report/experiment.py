@@ -35,6 +35,7 @@ from reslab.analysis.report.tables import table_file_html
 __all__ = [
     "FIGURE_SUFFIXES",
     "MANIFEST",
+    "RESULTS_JSON",
     "RESULT_TABLES",
     "ExperimentManifest",
     "experiment_sections",
@@ -43,7 +44,8 @@ __all__ = [
 ]
 
 MANIFEST = "experiment.json"
-RESULT_TABLES = ("results.md", "results.json", "results.csv")
+RESULTS_JSON = "results.json"
+RESULT_TABLES = ("results.md", RESULTS_JSON, "results.csv")
 FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg")
 KEYS = ("version", "title", "description", "command", "figures", "tables", "facts", "environment")
 
