@@ -79,9 +79,10 @@ def main() -> int:
     log_path = args.work / "why-log.json"
     log = json.loads(log_path.read_text()) if log_path.exists() else []
     plan = steps(exp)
-    here = Path(__file__).resolve().parents[1]
-    commit = subprocess.run(["git", "-C", str(here), "describe", "--always", "--dirty"],
-                            capture_output=True, text=True).stdout.strip()  # fmt: skip
+    here = Path(__file__).resolve().parents[1]  # $WHY_COMMIT: a snapshot's commit
+    commit = os.environ.get("WHY_COMMIT") or subprocess.run(
+        ["git", "-C", str(here), "describe", "--always", "--dirty"], capture_output=True,
+        text=True).stdout.strip()  # fmt: skip
     for name in args.steps.split(","):
         for argv in plan[name]:
             argv = [grid_2d(exp) if a == "GRID" else a for a in argv]
