@@ -182,6 +182,24 @@ def test_an_unfinished_experiment_is_refused(experiment, data, tmp_path, capsys)
     assert "no results.json (has the experiment finished?)" in capsys.readouterr().err
 
 
+def test_results_without_run_names_still_name_the_run_folders(experiment, data, tmp_path):
+    """results.json written before it recorded each run's folder: the folder is
+    ARM DEPTH -s SEED, as the experiment names them."""
+    folder = tmp_path / "old"
+    shutil.copytree(experiment, folder)
+    results = json.loads((folder / "results.json").read_text())
+    for run in results["runs"]:
+        del run["run"]
+    (folder / "results.json").write_text(json.dumps(results))
+    args = ["analyze", "gradients", str(folder), "--arms", "residual", "--points", "6",
+            "--max-lag", "2", "--out", str(tmp_path)]  # fmt: skip
+    assert main(args) == 0
+    (entry,) = json.loads((tmp_path / "gradients.json").read_text())["entries"]
+    assert (
+        entry["spec"] == str(folder / "runs" / "residual20-s0") and entry["run"] == "residual20-s0"
+    )
+
+
 def test_gradients_at_init_over_seeds(tmp_path, capsys):
     args = [
         "analyze",

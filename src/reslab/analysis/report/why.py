@@ -246,10 +246,9 @@ def why_section(manifest: ExperimentManifest) -> Section | None:
     body = [
         element(
             "p",
-            "Four measurements of the same networks, each from the paper that "
-            "made it famous. The numbers are this folder's; where they differ from "
-            "the papers', the budget (short training on a CIFAR subset) is the first "
-            "suspect.",
+            "Four measurements of the same networks, each from the paper that made it "
+            "famous. The numbers are this folder's; where they differ from the papers', the "
+            "training budget (see About) is the first suspect.",
         )
     ]
     body += [
