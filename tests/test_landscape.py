@@ -93,7 +93,7 @@ def test_each_filter_of_a_direction_has_its_weights_norm_and_bn_and_biases_get_z
                 want, rel=1e-5
             )
             filters += 1
-        cosine = F.cosine_similarity(d1[name].flatten(), w.flatten(), dim=0)
+        cosine = F.cosine_similarity(d1[name].flatten(), w.detach().flatten(), dim=0)
         assert abs(float(cosine)) < 0.5, name  # random, not the weights rescaled
         assert not torch.equal(d1[name], d2[name])
     assert filters > 100
