@@ -67,9 +67,9 @@ def test_constant_series_are_left_out_and_a_constant_signal_is_refused():
     assert correlation_length([1.0, 0.9, 0.8]) == math.inf
 
 
-def _net(name: str) -> nn.Module:
+def _net(name: str, layers: str = "torch") -> nn.Module:
     torch.manual_seed(0)
-    return randomize_bn(reslab.create_model(name, width=0.25))
+    return randomize_bn(reslab.create_model(name, width=0.25, layers=layers))
 
 
 def test_line_gradients_are_autograds_and_block_norms_match_hooks():
@@ -104,8 +104,9 @@ def test_lines_go_where_they_say():
     torch.testing.assert_close(sweep[2], torch.full((3, 4, 4), 0.5))
 
 
-def test_batchnorm_calibration_sets_the_batch_statistics():
-    model = _net("plain20")
+@pytest.mark.parametrize("layers", ["torch", "scratch"])
+def test_batchnorm_calibration_sets_the_batch_statistics(layers):
+    model = _net("plain20", layers)
     images = torch.rand(10, 3, 32, 32)
     calibrated = calibrate_batchnorm(copy.deepcopy(model).eval(), images)
     assert not calibrated.training and calibrated.bn1.momentum == model.bn1.momentum

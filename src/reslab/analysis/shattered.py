@@ -68,7 +68,10 @@ def calibrate_batchnorm(model: nn.Module, images: Tensor) -> nn.Module:
     training-mode forward pass would normalise them); returns the model, changed in place.
     At initialisation the stored statistics (mean 0, variance 1) are not what the network
     sees in training; a deep net without them explodes or vanishes in eval mode."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [  # torch's BatchNorms and the from-scratch layer set's, which mirrors them
+        m for m in model.modules()
+        if getattr(m, "running_mean", None) is not None and hasattr(m, "reset_running_stats")
+    ]  # fmt: skip
     saved = {m: m.momentum for m in norms}
     for m in norms:
         m.reset_running_stats()
