@@ -379,3 +379,8 @@ def test_the_experiment_page_makes_the_argument(experiment, data, tmp_path, caps
     assert shown.problems() == []
     # degradation curves, lesions, landscape, gradients: all drawn and loaded
     assert len(shown.images) == 4 and all(i["naturalWidth"] > 300 for i in shown.images)
+    # A broken analysis file costs its own figure, not the page.
+    (folder / "gradients-init" / "gradients.json").write_text('{"entries": 3}')
+    assert main(["report", str(folder)]) == 0
+    text = (folder / "report.html").read_text()
+    assert "could not show this measurement" in text and "Visualizing the Loss" in text

@@ -230,6 +230,15 @@ def _gradients(folder: Path) -> Markup:
     return join(parts)
 
 
+def _guarded(make, *args) -> Markup:
+    """One measurement's content; a file that is not what reslab writes becomes a note (the
+    rest of the page still shows)."""
+    try:
+        return make(*args)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+        return element("p", f"could not show this measurement: {err!r}", class_="note")
+
+
 def why_section(manifest: ExperimentManifest) -> Section | None:
     """The section of a degradation experiment folder (None for other folders): the four
     measurements, in order, each with its two sentences."""
@@ -238,10 +247,10 @@ def why_section(manifest: ExperimentManifest) -> Section | None:
     if runs is None:
         return None
     items = [
-        ("why-degradation", "1. Degradation", _degradation(manifest, folder)),
-        ("why-lesions", "2. Block lesions", _lesions(folder, runs)),
-        ("why-landscapes", "3. Loss landscapes", _landscapes(folder)),
-        ("why-gradients", "4. Shattered gradients", _gradients(folder)),
+        ("why-degradation", "1. Degradation", _guarded(_degradation, manifest, folder)),
+        ("why-lesions", "2. Block lesions", _guarded(_lesions, folder, runs)),
+        ("why-landscapes", "3. Loss landscapes", _guarded(_landscapes, folder)),
+        ("why-gradients", "4. Shattered gradients", _guarded(_gradients, folder)),
     ]
     body = [
         element(
