@@ -8,10 +8,11 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from reslab.analysis.hessian import hessian_eigenvalues, hessian_trace
-from reslab.analysis.landscape import NORMALIZATION_TEXT, loss_landscape
+from reslab.analysis.landscape import NORMALIZATION_TEXT, Landscape, loss_landscape
 from reslab.analysis.landscape_plot import LANDSCAPE_FIGURE, LANDSCAPE_FILE, plot_landscapes
 from reslab.cli import CliError
 from reslab.cli.analysis_targets import data_images, is_experiment, model_targets
@@ -77,24 +78,21 @@ def _entry(target, args, cache: dict) -> dict:
     return entry
 
 
+def _hessian_text(h: dict | None) -> str:
+    if not h:
+        return ""
+    values = ", ".join(f"{v:.4g}" for v in h["eigenvalues"])
+    return f"λ {values}; trace {h['trace']:.4g} ± {h['trace_stderr']:.2g}"
+
+
 def _print(report: dict) -> None:
     print(f"{'model':<22} {'loss@0':>8} {'acc@0':>7} {'max loss':>9}  hessian")
     for e in report["entries"]:
-        r = e["result"]
-        flat = [v for row in r["loss"] for v in row] if r["dims"] == 2 else r["loss"]
-        centre = len(r["alphas"]) // 2
-        loss0 = r["loss"][centre] if r["dims"] == 1 else r["loss"][centre][centre]
-        acc0 = r["accuracy"][centre] if r["dims"] == 1 else r["accuracy"][centre][centre]
-        h = e.get("hessian")
-        shown = (
-            (
-                f"λ {', '.join(f'{v:.4g}' for v in h['eigenvalues'])}; trace "
-                f"{h['trace']:.4g} ± {h['trace_stderr']:.2g}"
-            )
-            if h
-            else ""
-        )
-        print(f"{e['label']:<22} {loss0:8.4f} {acc0:7.4f} {max(flat):9.3f}  {shown}")
+        result = Landscape.from_dict(e["result"])
+        loss0, acc0 = result.origin()
+        top = float(np.nanmax(np.asarray(result.loss, dtype=float)))
+        sharpness = _hessian_text(e.get("hessian"))
+        print(f"{e['label']:<22} {loss0:8.4f} {acc0:7.4f} {top:9.3f}  {sharpness}")
 
 
 def cmd_landscape(args: argparse.Namespace) -> int:
