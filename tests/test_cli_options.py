@@ -47,12 +47,15 @@ OTHER_MEANING = {
         "predict": "the results as JSON instead of the listing",
         "analyze blocks": "the report as JSON instead of the table",
         "analyze explanations": "the report as JSON instead of the summary",
+        "analyze landscape": "landscape.json",
+        "analyze gradients": "gradients.json",
     },
     "--limit": {
         "bench": "images for top-1",
         "plot decision-regions": "examples that place the slices",
         "embedding": "images, 0: all",
         "analyze blocks": "test images",
+        "analyze landscape": "images the loss is measured on",
         "report": "test images analysed",
     },
     "--model": {
@@ -73,6 +76,11 @@ OTHER_MEANING = {
     "--steps": {
         "experiment fastbook": "which of the chapter's models",
         "analyze explanations": "points of each deletion/insertion curve",
+        "analyze landscape": "grid points per direction",
+    },
+    "--span": {
+        "analyze landscape": "the grid's extent in weight space",
+        "analyze gradients": "the sweep's extent in input space",
     },
     "--top-losses": {
         "eval": "save N images (positive)",
@@ -196,8 +204,9 @@ def _takes(flag: str) -> list[str]:
 
 def test_the_commands_that_take_data_dir_and_threads():
     assert _takes("--data-dir") == sorted([
-        "analyze blocks", "analyze explanations", "bench", "embedding", "eval", "experiment degradation", "export",
-        "finetune", "plot decision-regions", "predict", "report", "train",
+        "analyze blocks", "analyze explanations", "analyze gradients", "analyze landscape",
+        "bench", "embedding", "eval", "experiment degradation", "export", "finetune",
+        "plot decision-regions", "predict", "report", "train",
     ])  # fmt: skip
     assert _takes("--threads") == sorted([
         "analyze explanations", "bench", "experiment degradation", "experiment fastbook",

@@ -1,5 +1,6 @@
 """Analysis: what a model sees (class activation maps, top losses, explanations, the HTML
-report of a run), class embeddings, decision regions and the heads they are drawn for."""
+report of a run), class embeddings, decision regions and the heads they are drawn for, and
+why residual networks train (loss landscapes, Hessian spectra, shattered gradients)."""
 
 from reslab.analysis.decision import (
     Plane,
@@ -35,8 +36,11 @@ from reslab.analysis.explanations_plot import plot_cascade, plot_explanations
 from reslab.analysis.faithfulness import curve_auc, perturbation_curves
 from reslab.analysis.gradcam import CAM_METHODS, gradcam
 from reslab.analysis.heads import fit_head, head_accuracy, linear_head, vgg_head
+from reslab.analysis.hessian import TraceEstimate, hessian_eigenvalues, hessian_trace
+from reslab.analysis.landscape import Landscape, loss_landscape
 from reslab.analysis.report import REPORT_NAME, build_model_report, build_report, write_report
 from reslab.analysis.sanity import randomized_cascade, rank_correlation
+from reslab.analysis.shattered import GradientLine, autocorrelation, correlation_length, shattering
 from reslab.analysis.top_losses import (
     TopLoss,
     plot_top_losses,
@@ -48,6 +52,15 @@ from reslab.analysis.top_losses import (
 __all__ = [
     "CAM_METHODS",
     "REPORT_NAME",
+    "ClassEmbeddingReport",
+    "ClassEmbeddingSplit",
+    "Explanation",
+    "GradientLine",
+    "Landscape",
+    "Plane",
+    "TopLoss",
+    "TraceEstimate",
+    "autocorrelation",
     "axis_planes",
     "build_model_report",
     "build_report",
@@ -57,6 +70,7 @@ __all__ = [
     "ClassEmbeddingSplit",
     "cone_disagreement",
     "curve_auc",
+    "correlation_length",
     "decision_map",
     "deletion_insertion",
     "example_planes",
@@ -70,10 +84,13 @@ __all__ = [
     "gradcam",
     "head_accuracy",
     "head_in_features",
+    "hessian_eigenvalues",
+    "hessian_trace",
     "linear_head",
     "perturbation_curves",
     "Plane",
     "plot_cascade",
+    "loss_landscape",
     "plot_decision_regions",
     "plot_explanation",
     "plot_explanations",
@@ -82,6 +99,7 @@ __all__ = [
     "RandomizationCheck",
     "randomized_cascade",
     "rank_correlation",
+    "shattering",
     "split_class_embedding",
     "top_losses",
     "top_losses_figure",

@@ -36,6 +36,8 @@ __all__ = [
 ]
 
 
+
+
 @dataclass
 class BlockReport:
     """One block: its name, whether it changes shape, and what removing its branch costs."""

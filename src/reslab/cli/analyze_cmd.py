@@ -10,6 +10,8 @@ from reslab.analysis.blocks import study_blocks
 from reslab.analysis.blocks_plot import plot_blocks
 from reslab.cli import CliError
 from reslab.cli.analyze_explanations import add_explanations
+from reslab.cli.analyze_gradients import add_gradients
+from reslab.cli.analyze_landscape import add_landscape
 from reslab.cli.argtypes import count, positive_int
 from reslab.cli.options import add_shared
 from reslab.data import load_dataset, make_loader
@@ -67,7 +69,10 @@ def cmd_blocks(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction, plots) -> None:
-    p = sub.add_parser("analyze", help="look inside a trained network (block lesions, probes)")
+    p = sub.add_parser(
+        "analyze",
+        help="look inside a network (block lesions, loss landscapes, shattered gradients)",
+    )
     kinds = p.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True)
     b = kinds.add_parser(
         "blocks",
@@ -96,3 +101,5 @@ def register(sub: argparse._SubParsersAction, plots) -> None:
     b.add_argument("--json", action="store_true", help="print the report as JSON")
     b.set_defaults(func=cmd_blocks)
     add_explanations(kinds)
+    add_landscape(kinds)
+    add_gradients(kinds)

@@ -12,6 +12,7 @@ __all__ = [
     "finite_float",
     "folder",
     "fraction",
+    "ints",
     "names",
     "positive_float",
     "positive_int",
@@ -23,5 +24,6 @@ positive_float = arg_type("positive_float")
 finite_float = arg_type("number")
 fraction = arg_type("fraction")
 names = arg_type("names")
+ints = arg_type("ints")
 folder = arg_type("folder")
 device = arg_type("device")

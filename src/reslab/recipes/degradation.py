@@ -23,6 +23,7 @@ from reslab.recipes.shared_options import (
     BS,
     DATA,
     DATA_DIR,
+    DEPTHS,
     DEVICE,
     EXPERIMENT_OUT,
     LABEL_SMOOTHING,
@@ -31,12 +32,14 @@ from reslab.recipes.shared_options import (
     MOMENTUM,
     PROGRESS,
     REPORT,
+    SEEDS,
     THREADS,
     TRAIN_EVAL,
     TRAIN_LIMIT,
     WARMUP_EPOCHS,
     WD,
 )
+from reslab.recipes.shared_options import ARMS as ARMS_OPTION
 from reslab.recipes.train_config import TrainConfig
 from reslab.runs import names, write_manifest
 
@@ -105,17 +108,9 @@ class DegradationConfig:
 
     data: str = option("cifar10", DATA)
     data_dir: str | None = option(None, DATA_DIR)
-    depths: list[int] = option(
-        [20, 56], "network depths (6n+2: 20, 32, 44, 56, 110)", "ints", group="experiment"
-    )
-    arms: list[str] = option(
-        ["plain", "residual"], f"families to train: {', '.join(ARMS)}", "names", metavar="LIST",
-        group="experiment",
-    )  # fmt: skip
-    seeds: int = option(
-        1, "seeds per network (0, 1, …); results give mean ± std", "positive_int",
-        group="experiment",
-    )  # fmt: skip
+    depths: list[int] = option([20, 56], DEPTHS)
+    arms: list[str] = option(["plain", "residual"], ARMS_OPTION)
+    seeds: int = option(1, SEEDS)
     budget: str = option(
         "short", "a named recipe (explicit options override it)", choices=tuple(BUDGETS),
         group="experiment",

@@ -15,10 +15,18 @@ from reslab.runs import (
     TrainMetrics,
     names,
     read_history,
+    read_results,
     write_results_json,
 )
 
-__all__ = ["FIGURE", "collect_results", "plot_degradation", "results_markdown", "write_results"]
+__all__ = [
+    "FIGURE",
+    "collect_results",
+    "finished_runs",
+    "plot_degradation",
+    "results_markdown",
+    "write_results",
+]
 
 FIGURE = "degradation.png"  # the experiment's figure (the paper's Fig. 6)
 
@@ -49,6 +57,7 @@ def _run_entry(exp: ExperimentFolder, run, metrics: TrainMetrics) -> dict[str, A
     ]
     return {
         **run.labels,
+        "run": run.name,  # its folder under runs/
         "model": run.config.model,
         "final_train_error": rows[-1]["train_error"] if rows else None,
         "final_running_train_error": rows[-1]["running_train_error"] if rows else None,
@@ -187,3 +196,25 @@ def write_results(folder: Path, results: dict[str, Any]) -> None:
     write_results_json(folder, results)
     atomic_write_text(folder / names.RESULTS_MD, results_markdown(results))
     plot_degradation(results, folder / FIGURE)
+
+
+def finished_runs(folder: str | Path) -> list[dict[str, Any]]:
+    """The runs of a finished degradation experiment folder, from its results.json: each
+    ``{"run", "arm", "depth", "seed", "model", "path"}`` (``path``: the run folder)."""
+    folder = Path(folder)
+    results = read_results(folder)
+    if results is None:
+        raise RunFileError(
+            f"{folder}: no {names.RESULTS_JSON} (has the experiment finished?)"
+        )
+    try:
+        out = []
+        for r in results["runs"]:
+            name = r.get("run") or f"{r['arm']}{r['depth']}-s{r['seed']}"  # before "run" was kept
+            labels = {"run": name, "arm": r["arm"], "depth": int(r["depth"]), "seed": r["seed"]}
+            out.append({**labels, "model": r["model"], "path": folder / names.RUNS_DIR / name})
+    except (ValueError, KeyError, TypeError) as err:
+        raise RunFileError(
+            f"{folder / names.RESULTS_JSON}: not a degradation experiment's results ({err})"
+        ) from None
+    return out

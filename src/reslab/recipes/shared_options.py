@@ -15,11 +15,13 @@ from reslab.recipes.options import OptionSpec
 
 __all__ = [
     "AMP",
+    "ARMS",
     "AUGMENT",
     "BS",
     "CLASSES",
     "DATA",
     "DATA_DIR",
+    "DEPTHS",
     "DEVICE",
     "EXPERIMENT_OUT",
     "LABEL_SMOOTHING",
@@ -36,6 +38,7 @@ __all__ = [
     "RUN_OUT",
     "SAVE_EVERY",
     "SEED",
+    "SEEDS",
     "SHARED_OPTIONS",
     "SKIP_BAD_IMAGES",
     "THREADS",
@@ -62,6 +65,24 @@ def shared_option(
     SHARED_OPTIONS[name] = declared
     return declared
 
+
+# experiment: which networks (the degradation lab's families and depths)
+ARMS = shared_option(
+    "arms",
+    ("--arms",),
+    "network families: plain, residual, plain-dirac (the plain net with identity init)",
+    "names",
+    metavar="LIST",
+    group="experiment",
+)
+DEPTHS = shared_option(
+    "depths", ("--depths",), "network depths (6n+2: 20, 32, 44, 56, 110)", "ints",
+    group="experiment",
+)  # fmt: skip
+SEEDS = shared_option(
+    "seeds", ("--seeds",), "seeds per network (0, 1, …); results give mean ± std",
+    "positive_int", group="experiment",
+)  # fmt: skip
 
 # data
 DATA = shared_option(

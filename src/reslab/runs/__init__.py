@@ -27,7 +27,13 @@ from reslab.runs.manifest import (
     read_manifest,
     write_manifest,
 )
-from reslab.runs.members import RunFileError, existing_member, member_path, read_json_file
+from reslab.runs.members import (
+    RunFileError,
+    existing_member,
+    member_path,
+    read_json_file,
+    read_json_member,
+)
 from reslab.runs.records import (
     CommandLog,
     FinetuneMetrics,
@@ -77,6 +83,7 @@ __all__ = [
     "read_config",
     "read_history",
     "read_json_file",
+    "read_json_member",
     "read_ledger",
     "read_lr_find",
     "read_manifest",

@@ -23,7 +23,11 @@ __all__ = [
     "EXPLANATIONS_CASCADE_PNG",
     "EXPLANATIONS_JSON",
     "EXPLANATIONS_PNG",
+    "GRADIENTS_JSON",
+    "GRADIENTS_PNG",
     "HISTORY_CSV",
+    "LANDSCAPE_JSON",
+    "LANDSCAPE_PNG",
     "HISTORY_JSON",
     "LEDGER",
     "LOCK",
@@ -74,6 +78,10 @@ BLOCKS_PNG = "blocks.png"
 EXPLANATIONS_JSON = "explanations.json"  # reslab analyze explanations
 EXPLANATIONS_PNG = "explanations.png"
 EXPLANATIONS_CASCADE_PNG = "explanations-cascade.png"
+LANDSCAPE_JSON = "landscape.json"  # reslab analyze landscape (a run, or an experiment folder)
+LANDSCAPE_PNG = "landscape.png"
+GRADIENTS_JSON = "gradients.json"  # reslab analyze gradients
+GRADIENTS_PNG = "gradients.png"
 TENSORBOARD = "tensorboard"  # a folder of TensorBoard event files
 
 # The files a run folder's model is read from, in order of preference.
@@ -85,6 +93,7 @@ RECORD_FILES = (
 DERIVED_FILES = (
     CURVES, LR_FIND_PNG, LR_SCHEDULE_PNG, CONFUSION, TOP_LOSSES_PNG, TOP_LOSSES_JSON, REPORT,
     BLOCKS_JSON, BLOCKS_PNG, EXPLANATIONS_JSON, EXPLANATIONS_PNG, EXPLANATIONS_CASCADE_PNG,
+    LANDSCAPE_JSON, LANDSCAPE_PNG, GRADIENTS_JSON, GRADIENTS_PNG,
 )  # fmt: skip
 
 # --- an experiment folder ---

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from reslab.analysis.report.facts import collect_run
 from reslab.analysis.report.html import page
 from reslab.analysis.report.model_page import model_sections
 from reslab.analysis.report.run_page import run_sections
+from reslab.analysis.report.why import why_section
 from reslab.data.datasets import ImageDataset
 from reslab.files import atomic_write_text
 from reslab.models import ResNet
@@ -67,7 +69,10 @@ def build_report(
     here = environment()
     manifest = find_experiment(folder)
     if manifest is not None:
-        sections = experiment_sections(manifest, here)
+        why = why_section(manifest)  # a degradation experiment: its figures move in there
+        sections = experiment_sections(replace(manifest, figures=[]) if why else manifest, here)
+        if why:
+            sections.insert(1 if sections[0][0] == "about" else 0, why)
         return page(manifest.title, f"experiment · {folder.resolve().name}", sections, _footer())
     if RunFolder(folder).model_file() is None:
         raise ValueError(
