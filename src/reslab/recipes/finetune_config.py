@@ -20,7 +20,7 @@ class FinetuneConfig:
     """Options of one fine-tuning run (the ``reslab finetune`` flags)."""
 
     source: str = option(None, "the pretrained model", flags=("--from",), metavar="MODEL@TAG|CKPT")
-    data: str = option(None, "fashion-mnist, cifar10 or a folder with train/ and val/")
+    data: str = option(None, "fashion-mnist, cifar10, imagenette or a folder with train/ and val/")
     out: str | None = option(
         None, "run folder to write (model.safetensors, metrics.json, history.json)"
     )

@@ -22,7 +22,7 @@ class TrainConfig:
     """Options of one training run (the ``reslab train`` flags)."""
 
     data: str = option(
-        None, "fashion-mnist, cifar10, or a folder with train/ and val/ class folders"
+        None, "fashion-mnist, cifar10, imagenette, or a folder with train/ and val/ class folders"
     )
     out: str = option(None, "run folder to write (new or empty, unless --overwrite)")
     overwrite: bool = option(
@@ -65,8 +65,13 @@ class TrainConfig:
     )
     wd: float = option(5e-4, "weight decay (not on norms and biases)", "non_negative_float")
     momentum: float = option(0.9, "SGD momentum (AdamW's beta1); one-cycle cycles it", "fraction")
+    beta2: float = option(0.999, "AdamW's beta2 (fastai: 0.99)", "fraction")
+    eps: float = option(1e-8, "AdamW's epsilon (fastai: 1e-5)", "positive_float")
     schedule: str = option("one-cycle", "learning-rate schedule", choices=SCHEDULES)
     pct_start: float = option(0.25, "one-cycle warm-up fraction", "fraction")
+    div_final: float = option(
+        1e4, "one-cycle ends at the starting LR divided by this (fastai: 1e5)", "multiplier"
+    )
     milestones: list[int] | None = option(
         None, "epochs where --schedule step divides the LR by 10 (the paper: 82,123)", "epochs"
     )
@@ -104,6 +109,30 @@ class TrainConfig:
         "input side in pixels for image folders (random-resized crops of this size)",
         "positive_int",
         default_text="the model's",
+    )
+    presize: int | None = option(
+        None,
+        "image folders: bring every image to this square side first (short side resized, "
+        "centre crop; fastai's presizing), decoded once and held in memory (cached on disk); "
+        "crops and flips then run on whole batches",
+        "positive_int",
+        default_text="off: decode every epoch",
+    )
+    cache_images: bool = option(
+        True,
+        "with --presize: decode once (--no-cache-images: decode every epoch in worker "
+        "processes; the same pixels and crops, up to uint8 rounding)",
+        "flag",
+        flags=("--cache-images", "--no-cache-images"),
+    )
+    min_scale: float = option(
+        0.35, "image folders: smallest random-resized crop, as a share of the image's area", "share"
+    )
+    square_crops: bool = option(
+        False,
+        "random-resized crops of aspect 1:1 (fastai's aug_transforms) instead of 3/4 to 4/3",
+        "flag",
+        flags=("--square-crops",),
     )
     small_input: str = option(
         "auto",
