@@ -299,3 +299,60 @@ def test_load_dataset_presize_gives_the_decoded_folder(tmp_path, cache):
     sub = train.subset([0, 7])
     assert torch.equal(sub.images, train.images[[0, 7]]) and sub.labels.tolist() == [0, 1]
     assert isinstance(load_dataset(root, "train", progress=False), ImageFolderDataset)
+
+
+def test_reslab_train_presize_trains_from_the_cache(tmp_path, cache):
+    from reslab.cli import main
+    from reslab.weights import load_checkpoint
+
+    root = tmp_path / "f"
+    _write_folder(root / "train")
+    _write_folder(root / "val", per_class=2, seed=1)
+    common = ["train", "--data", str(root), "--model", "fastbook_plain_cnn", "--size", "32",
+              "--presize", "48", "--epochs", "1", "--bs", "4", "--threads", "1",
+              "--no-progress", "--no-report", "--min-scale", "0.5", "--square-crops"]  # fmt: skip
+    assert main([*common, "--out", str(tmp_path / "cached")]) == 0
+    assert len(_entries(cache)) == 2  # train/ and val/, decoded once
+    model = load_checkpoint(tmp_path / "cached" / "model.safetensors")
+    data = model.config.data
+    assert data.input_size == (3, 32, 32) and data.crop_pct == 1.0
+    assert main([*common, "--no-cache-images", "--out", str(tmp_path / "files")]) == 0
+    assert len(_entries(cache)) == 2  # decoding every epoch writes no entry
+
+
+def test_imagenette_by_name_from_its_two_224_archives(tmp_path, cache, monkeypatch):
+    import hashlib
+    import tarfile
+
+    from reslab.data import imagenette
+    from reslab.data.locate import DataNotFoundError
+    from reslab.files import DownloadError
+
+    monkeypatch.delenv("RESLAB_DATA", raising=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataNotFoundError, match="imagenette2-160"):
+        imagenette.find_imagenette(empty)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    digests = {}
+    for split, per_class in (("train", 3), ("val", 1)):
+        src = _write_folder(tmp_path / "src" / "imagenette2-224sq" / split, per_class)
+        name = f"imagenette2-224sq-{split}.tar.gz"
+        with tarfile.open(shared / name, "w:gz") as tar:
+            tar.add(src, arcname=f"imagenette2-224sq/{split}")
+        digests[split] = (name, hashlib.sha256((shared / name).read_bytes()).hexdigest())
+    # The real archives' digests are pinned; these test archives differ, so they are refused.
+    with pytest.raises(DownloadError, match="does not match"):
+        imagenette.find_imagenette(shared)
+    monkeypatch.setitem(imagenette.SPLIT_ARCHIVES, "imagenette2-224sq", digests)
+    root = imagenette.find_imagenette(shared)
+    assert sorted(p.name for p in root.iterdir()) == ["train", "val"]
+    assert imagenette.find_imagenette(shared) == root  # joined once
+    train = load_dataset("imagenette", "train", data_dir=shared, presize=48, progress=False)
+    val = load_dataset("imagenette", "test", data_dir=shared, progress=False)
+    assert len(train) == 6 and len(val) == 2 and val.class_names == ["class0", "class1"]
+    # An extracted fastai copy takes precedence over the archives.
+    _write_folder(shared / "imagenette2-160" / "train", 1)
+    _write_folder(shared / "imagenette2-160" / "val", 1)
+    assert imagenette.find_imagenette(shared) == shared / "imagenette2-160"

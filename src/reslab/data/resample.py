@@ -11,6 +11,8 @@ is the column weights read backwards.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -20,18 +22,21 @@ __all__ = ["axis_weights", "resize_images", "resized_crops"]
 def axis_weights(start: Tensor, length: Tensor, in_size: int, out_size: int) -> Tensor:
     """``(B, out_size, in_size)`` weights resizing ``[start, start + length)`` of an axis of
     ``in_size`` pixels to ``out_size`` pixels (antialiased bilinear; each row sums to 1)."""
+    device = start.device
     start = start.to(torch.float32)
     length = length.to(torch.float32)
-    device = start.device
     scale = length / out_size  # input pixels per output pixel
     support = scale.clamp(min=1.0)  # the triangle's half-width, in input pixels
+    taps = int(math.ceil(2 * float(support.max()))) + 1  # input pixels one output pixel reads
     centers = start[:, None] + (torch.arange(out_size, device=device) + 0.5) * scale[:, None]
-    pixels = torch.arange(in_size, device=device, dtype=torch.float32) + 0.5  # pixel centres
-    dist = (pixels[None, None, :] - centers[:, :, None]).abs() / support[:, None, None]
-    w = (1.0 - dist).clamp(min=0.0)
-    inside = (pixels[None, :] > start[:, None]) & (pixels[None, :] < (start + length)[:, None])
-    w = w * inside[:, None, :]
-    return w / w.sum(-1, keepdim=True)
+    first = torch.floor(centers - support[:, None] + 0.5)
+    pixel = first[:, :, None] + torch.arange(taps, device=device)  # (B, out, taps)
+    w = (1.0 - ((pixel + 0.5) - centers[:, :, None]).abs() / support[:, None, None]).clamp(min=0)
+    w = w * ((pixel >= start[:, None, None]) & (pixel < (start + length)[:, None, None]))
+    w = w / w.sum(-1, keepdim=True)
+    index = pixel.to(torch.int64).clamp(0, in_size - 1)  # clamped taps carry weight 0
+    dense = torch.zeros(len(start), out_size, in_size, device=device)
+    return dense.scatter_add_(2, index, w)
 
 
 def resized_crops(images: Tensor, boxes: Tensor, size: int, flips: Tensor | None = None) -> Tensor:
@@ -47,7 +52,7 @@ def resized_crops(images: Tensor, boxes: Tensor, size: int, flips: Tensor | None
     ``resized_crop(img, top, left, height, width, [size, size], antialias=True)`` gives on the
     float image (then flipped), up to float rounding.
     """
-    b, _, h, w = images.shape
+    b, c, h, w = images.shape
     if boxes.shape != (b, 4):
         raise ValueError(f"boxes must be ({b}, 4), got {tuple(boxes.shape)}")
     boxes = boxes.to(images.device)
@@ -56,8 +61,11 @@ def resized_crops(images: Tensor, boxes: Tensor, size: int, flips: Tensor | None
     if flips is not None:
         flips = flips.to(images.device, torch.bool)
         cols = torch.where(flips[:, None, None], cols.flip(1), cols)
-    x = images.to(torch.float32)
-    return torch.matmul(torch.matmul(rows[:, None], x), cols.transpose(1, 2)[:, None])
+    # Two large batched products: rows over (H, C*W), then columns over (size*C, W).
+    x = images.permute(0, 2, 1, 3).reshape(b, h, c * w).to(torch.float32)
+    x = torch.bmm(rows, x).view(b, size * c, w)
+    x = torch.bmm(x, cols.transpose(1, 2))  # (B, size*C, size)
+    return x.view(b, size, c, size).permute(0, 2, 1, 3).contiguous()
 
 
 def resize_images(images: Tensor, size: int) -> Tensor:
