@@ -174,10 +174,18 @@ def test_the_book_budget_trains_with_fastais_adam_and_one_cycle(nette, tmp_path,
 
 def test_seeds_give_mean_and_std_next_to_the_books_number(nette, tmp_path, capsys):
     out = tmp_path / "exp"
-    code = main(["experiment", "fastbook", "--data", str(nette), "--budget", "book",
-                 "--steps", "1,2", "--seeds", "2", "--epochs", "1", "--bs", "8",
-                 "--threads", "1", "--no-progress", "--no-report", "--out", str(out)])  # fmt: skip
-    assert code == 0, capsys.readouterr().err
+
+    def run(seeds: str) -> int:
+        return main(["experiment", "fastbook", "--data", str(nette), "--budget", "book",
+                     "--steps", "1,2", "--seeds", seeds, "--epochs", "1", "--bs", "8",
+                     "--threads", "1", "--no-progress", "--no-report", "--out", str(out)])  # fmt: skip
+
+    assert run("1") == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert run("2") == 0, capsys.readouterr().err  # a second seed joins the same folder
+    lines = capsys.readouterr().out.splitlines()
+    assert "1-fastbook_plain_cnn-s0: finished earlier, skipped" in lines[0]
+    assert "1-fastbook_plain_cnn-s1: training" in lines[2]
     results = json.loads((out / "results.json").read_text())
     for step, model, book in ((1, "fastbook_plain_cnn", 65.9), (2, "fastbook_resblocks", 66.8)):
         acc = [json.loads((out / "runs" / f"{step}-{model}-s{s}" / "metrics.json").read_text())

@@ -202,7 +202,7 @@ def _decode(
         out[i] = presize_image(img, presize).numpy()
 
     # PIL and torch release the GIL while decoding and resizing, so threads run in parallel.
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         for _ in tqdm(
             pool.map(work, range(len(paths))),
             total=len(paths),

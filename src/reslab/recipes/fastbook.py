@@ -151,8 +151,9 @@ class FastbookConfig:
         lr_find = budget.lr_find if self.lr_find is None else self.lr_find
         if train.get("lr") is None and not lr_find:
             raise ValueError("--no-lr-find: the cpu budget takes the LR finder's LR; pass --lr")
+        # Not the seed count: a folder may gain seeds later, its runs stay comparable.
         return {
-            "data": self.data, "budget": self.budget, "steps": steps, "seeds": self.seeds,
+            "data": self.data, "budget": self.budget, "steps": steps,
             "train_limit": self.train_limit, "lr_find": lr_find, **train,
         }  # fmt: skip
 

@@ -132,7 +132,7 @@ def _differences(results: dict[str, Any]) -> list[str]:
 def results_markdown(results: dict[str, Any]) -> str:
     recipe = results["recipe"]
     lr = f"at {recipe['lr']:g}" if recipe.get("lr") else "at the LR finder's suggestion"
-    seeds = recipe.get("seeds", 1)
+    seeds = max(s["n"] for s in results["summary"])
     lines = [
         "# fastbook chapter 14 on Imagenette",
         "",
