@@ -178,7 +178,8 @@ def test_seeds_give_mean_and_std_next_to_the_books_number(nette, tmp_path, capsy
     def run(seeds: str) -> int:
         return main(["experiment", "fastbook", "--data", str(nette), "--budget", "book",
                      "--steps", "1,2", "--seeds", seeds, "--epochs", "1", "--bs", "8",
-                     "--threads", "1", "--no-progress", "--no-report", "--out", str(out)])  # fmt: skip
+                     "--threads", "1", "--no-progress", "--no-report",
+                     "--out", str(out)])  # fmt: skip
 
     assert run("1") == 0, capsys.readouterr().err
     capsys.readouterr()
