@@ -109,7 +109,7 @@ class FastbookConfig:
     )
     lr_find: bool | None = option(
         None,
-        "run the LR finder before each model (figure lr_find.png)",
+        "the LR finder before each model (figure lr_find.png)",
         "flag",
         flags=("--lr-find", "--no-lr-find"),
         default_text="the budget's",
@@ -125,7 +125,7 @@ class FastbookConfig:
     )
     threads: int | None = option(None, "torch CPU threads", "positive_int", runtime=True)
     report: bool = option(
-        True, "write report.html at the end", "flag", flags=("--report", "--no-report"),
+        True, "report.html at the end", "flag", flags=("--report", "--no-report"),
         runtime=True,
     )  # fmt: skip
     progress: bool = option(

@@ -120,8 +120,9 @@ class TrainConfig:
     )
     cache_images: bool = option(
         True,
-        "with --presize: decode once (--no-cache-images: decode every epoch in worker "
-        "processes; the same pixels and crops, up to uint8 rounding)",
+        "the decoded-image cache of --presize: decode once, keep in memory and on disk (off: "
+        "decode every epoch in worker processes; the same pixels and crops, up to uint8 "
+        "rounding)",
         "flag",
         flags=("--cache-images", "--no-cache-images"),
     )
