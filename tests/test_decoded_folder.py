@@ -299,6 +299,16 @@ def test_load_dataset_presize_gives_the_decoded_folder(tmp_path, cache):
     sub = train.subset([0, 7])
     assert torch.equal(sub.images, train.images[[0, 7]]) and sub.labels.tolist() == [0, 1]
     assert isinstance(load_dataset(root, "train", progress=False), ImageFolderDataset)
+    # Small images too are presized when asked (without presize they load as a tensor).
+    small = tmp_path / "small"
+    rng = np.random.default_rng(2)
+    for c in ("a", "b"):
+        (small / "train" / c).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+            small / "train" / c / "0.png"
+        )
+    tiny = load_dataset(small, "train", presize=48, progress=False)
+    assert isinstance(tiny, DecodedFolderDataset) and tiny.images.shape == (2, 3, 48, 48)
 
 
 def test_reslab_train_presize_trains_from_the_cache(tmp_path, cache):

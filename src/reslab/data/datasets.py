@@ -162,11 +162,10 @@ def load_dataset(
         on_error: image folders: ``"raise"`` on an unreadable file or ``"skip"`` it.
         download: fetch the official files when they are not on disk (needs a connection).
         progress: show a bar while decoding a folder for the first time.
-        presize: image folders of images larger than 64 px: decode every image once at this
-            square side (cached; :func:`~reslab.data.decoded.decode_image_folder`) and hold
-            them in memory.
+        presize: image folders: decode every image once at this square side (cached;
+            :func:`~reslab.data.decoded.decode_image_folder`) and hold them in memory.
 
-    Returns a :class:`TensorImageDataset` (images up to 64 px, held in memory), a
+    Returns a :class:`TensorImageDataset` (images up to 64 px, without ``presize``), a
     :class:`~reslab.data.decoded.DecodedFolderDataset` (``presize``) or an
     :class:`~reslab.data.folder.ImageFolderDataset`; all have ``class_names`` and ``labels``.
     """
@@ -222,14 +221,13 @@ def _load_folder(root: Path, split: str, on_error: str, progress: bool, presize:
     )
     if first is None:
         raise ValueError(f"{folder}: no image files found")
-    probe = load_image(first)
-    if max(probe.shape[1:]) <= SMALL_IMAGE_MAX:
+    if presize:
+        ds = decode_image_folder(folder, presize, on_error=on_error, progress=progress)
+    elif max(load_image(first).shape[1:]) <= SMALL_IMAGE_MAX:
         x, y, names = read_small_image_folder(
             folder, channels=3, progress=progress, on_error=on_error
         )
         ds = TensorImageDataset(x, y, names, f"{root.name}/{folder.name}")
-    elif presize:
-        ds = decode_image_folder(folder, presize, on_error=on_error, progress=progress)
     else:
         ds = ImageFolderDataset(folder, on_error=on_error)
     return ds if split == "train" else _label_as_train(ds, folder, root / "train")
