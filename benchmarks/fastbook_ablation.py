@@ -8,6 +8,9 @@ the unchanged recipe's:
 * ``book``           the recipe as is;
 * ``lr=X``           another peak learning rate;
 * ``no-batchzero``   the residual branches' last BatchNorm starts at gamma 1, not 0;
+* ``fastai-init``    fastai's initialisation instead of torchvision's: a conv followed by a
+                     ReLU Kaiming-uniform (fan-in), the others (a block's second conv, the
+                     1x1 shortcut conv) PyTorch's default; reslab: Kaiming-normal (fan-out);
 * ``min-scale=X``    random-resized crops of X-100 % of the area (1: flips only);
 * ``no-augment``     no crops, no flips (the whole presized image resized to 128 px);
 * ``epochs=N``       longer training.
@@ -27,6 +30,8 @@ import json
 import statistics
 from pathlib import Path
 
+import torch
+
 import reslab.recipes.train as train_recipe
 from reslab.files import atomic_write_json, atomic_write_text
 from reslab.recipes.fastbook import FastbookConfig, fastbook_runs
@@ -39,6 +44,8 @@ def variant_config(cfg, variant: str):
         return cfg, {}
     if variant == "no-batchzero":
         return cfg, {"zero_init_last": False}
+    if variant == "fastai-init":
+        return cfg, {"__init__": fastai_init}
     if variant == "no-augment":
         return dataclasses.replace(cfg, augment=False), {}
     name, _, value = variant.partition("=")
@@ -49,14 +56,33 @@ def variant_config(cfg, variant: str):
     return dataclasses.replace(cfg, **{field: kind(value)}), {}
 
 
+def fastai_init(model: torch.nn.Module) -> None:
+    """Re-initialise the convs as fastai's ``ConvLayer`` does (biases: there are none)."""
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Conv2d):
+            # reslab names a conv followed by a ReLU conv1 (blocks, plain layers) or puts it in
+            # the stem; a block's conv2 and its shortcut's 1x1 conv have no activation.
+            if name.endswith("conv1") or name.startswith(("stem", "conv1")):
+                torch.nn.init.kaiming_uniform_(m.weight)
+            else:
+                m.reset_parameters()
+
+
 def train_variant(cfg, overrides: dict, out: Path) -> dict:
     metrics_file = out / "metrics.json"
     if metrics_file.is_file():
         return json.loads(metrics_file.read_text())
     real = train_recipe.create_model
 
+    overrides = dict(overrides)
+    init = overrides.pop("__init__", None)
+
     def create_model(*args, **kwargs):
-        return real(*args, **{**kwargs, **overrides})
+        model = real(*args, **{**kwargs, **overrides})
+        if init is not None:
+            with torch.no_grad():
+                init(model)
+        return model
 
     train_recipe.create_model = create_model
     try:
