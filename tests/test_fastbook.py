@@ -199,6 +199,7 @@ def test_seeds_give_mean_and_std_next_to_the_books_number(nette, tmp_path, capsy
         assert f"| {step} | {model} | 128 (from 160) | 1 |" in text and f"| {book} |" in text
     assert "## How this run differs from the book" in text
     assert not (out / "lr_find.png").exists()  # the book budget runs no LR finder
+    assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
 
 
 KILLER = textwrap.dedent(

@@ -43,7 +43,7 @@ def cmd_fastbook(args: argparse.Namespace) -> int:
             f"{acc:>15} {book:>6} {s['seconds_mean']:6.0f}"
         )
     figure = ", lr_find.png" if (Path(cfg.out) / "lr_find.png").is_file() else ""
-    print(f"wrote {cfg.out}/results.json, results.md{figure}")
+    print(f"wrote {cfg.out}/results.json, results.md, accuracy.png{figure}")
     return _report(cfg.out, cfg.report)
 
 

@@ -190,12 +190,44 @@ def plot_lr_finds(results: dict[str, Any], path: Path) -> Path:
     return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
 
 
+def plot_accuracy(results: dict[str, Any], path: Path) -> Path:
+    """Each model's accuracy (every seed a dot, the mean a bar) next to the book's."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    summary = results["summary"]
+    fig = Figure(figsize=(6, 3.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    xs = range(len(summary))
+    means = [100 * s["accuracy_mean"] for s in summary]
+    ax.bar(xs, means, width=0.6, color="#9ecae1", label="reslab (mean)")
+    for x, s in zip(xs, summary):
+        accs = [100 * r["accuracy"] for r in results["runs"] if r["step"] == s["step"]]
+        ax.plot([x] * len(accs), accs, "o", color="#08519c", ms=3.5,
+                label="reslab (one seed)" if x == 0 else None)  # fmt: skip
+        if s["book"] is not None:
+            ax.plot([x - 0.3, x + 0.3], [s["book"]] * 2, color="#d95f02", lw=2,
+                    label="the book" if x == 0 else None)  # fmt: skip
+    ax.set_xticks(list(xs), [f"{s['step']}. {s['model']}" for s in summary], fontsize=7,
+                  rotation=15)  # fmt: skip
+    books = [s["book"] for s in summary if s["book"] is not None]
+    accs = [100 * r["accuracy"] for r in results["runs"]]
+    ax.set_ylim(max(0, min(accs + books) - 10), min(100, max(accs + books) + 6))
+    ax.set_ylabel("val accuracy %")
+    ax.set_title(f"fastbook ch. 14, budget {results['recipe']['budget']}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+
+
 def write_results(folder: Path, results: dict[str, Any]) -> list[dict[str, str]]:
     """Write the result files; return the figures written, for the experiment's manifest."""
     folder = Path(folder)
     atomic_write_json(folder / "results.json", results)
     atomic_write_text(folder / "results.md", results_markdown(results))
-    if not any(r["lr_find"] for r in results["runs"]):
-        return []
-    plot_lr_finds(results, folder / "lr_find.png")
-    return [{"file": "lr_find.png", "caption": "the LR finder of each model"}]
+    plot_accuracy(results, folder / "accuracy.png")
+    figures = [{"file": "accuracy.png", "caption": "each model's accuracy next to the book's"}]
+    if any(r["lr_find"] for r in results["runs"]):
+        plot_lr_finds(results, folder / "lr_find.png")
+        figures.append({"file": "lr_find.png", "caption": "the LR finder of each model"})
+    return figures
