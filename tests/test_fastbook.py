@@ -248,3 +248,24 @@ def test_a_killed_book_experiment_resumes_to_the_uninterrupted_result(nette, tmp
     assert resumed.keys() == whole.keys()
     for key in whole:  # the resumed run is the uninterrupted one, bit for bit
         assert torch.equal(resumed[key], whole[key]), key
+
+
+def test_results_say_which_link_of_the_ordering_breaks():
+    from reslab.recipes.fastbook_results import results_markdown, summarize
+
+    def results(accs):
+        runs = [{"step": i + 1, "model": f"m{i + 1}", "size": 128, "presize": 160, "epochs": 5,
+                 "parameters": 10, "accuracy": a, "seconds": 1.0, "seed": 0, "lr": 3e-3,
+                 "amp": "bf16", "lr_find": None} for i, a in enumerate(accs)]  # fmt: skip
+
+        return {"data": "imagenette", "data_folder": "/x/imagenette2-224sq-0123456789abcdef",
+                "recipe": {"budget": "book", "bs": 128, "lr": 3e-3}, "runs": runs,
+                "summary": summarize(runs)}  # fmt: skip
+
+    ok = results_markdown(results([0.60, 0.62, 0.65, 0.70]))
+    assert (
+        "(book: 65.9 < 66.8 < 69.3 < 75.7), holds for the means here: 60.0, 62.0, 65.0, 70.0" in ok
+    )
+    bad = results_markdown(results([0.68, 0.65, 0.69, 0.77]))
+    assert "does **not** hold (plain CNN 68.0 vs ResBlocks 65.0) for the means here" in bad
+    assert "Data: `imagenette2-224sq`, a copy of Imagenette whose images were squashed" in bad

@@ -15,7 +15,7 @@ from reslab.files import atomic_write, atomic_write_json, atomic_write_text
 from reslab.models.profile import count_params
 from reslab.weights import load_checkpoint
 
-__all__ = ["BOOK_ACCURACY", "collect_results", "results_markdown", "write_results"]
+__all__ = ["BOOK_ACCURACY", "collect_results", "results_markdown", "summarize", "write_results"]
 
 # The accuracy the book prints after each model's last epoch (14_resnet.ipynb), in %.
 BOOK_ACCURACY = {1: 65.9, 2: 66.8, 3: 69.3, 4: 75.7, 5: 87.3}
@@ -41,7 +41,7 @@ def _run_entry(folder: Path, run, metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for r in runs:
         groups[r["step"]].append(r)
@@ -68,7 +68,7 @@ def collect_results(
     runs = [_run_entry(Path(folder), run, metrics) for run, metrics in finished]
     return {
         "data": recipe["data"], "data_folder": data_folder, "recipe": recipe, "runs": runs,
-        "summary": _summary(runs),
+        "summary": summarize(runs),
     }  # fmt: skip
 
 
