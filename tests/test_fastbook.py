@@ -257,7 +257,6 @@ def test_results_say_which_link_of_the_ordering_breaks():
         runs = [{"step": i + 1, "model": f"m{i + 1}", "size": 128, "presize": 160, "epochs": 5,
                  "parameters": 10, "accuracy": a, "seconds": 1.0, "seed": 0, "lr": 3e-3,
                  "amp": "bf16", "lr_find": None} for i, a in enumerate(accs)]  # fmt: skip
-
         return {"data": "imagenette", "data_folder": "/x/imagenette2-224sq-0123456789abcdef",
                 "recipe": {"budget": "book", "bs": 128, "lr": 3e-3}, "runs": runs,
                 "summary": summarize(runs)}  # fmt: skip
