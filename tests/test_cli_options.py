@@ -205,7 +205,8 @@ def _takes(flag: str) -> list[str]:
 def test_the_commands_that_take_data_dir_and_threads():
     assert _takes("--data-dir") == sorted([
         "analyze blocks", "analyze explanations", "analyze gradients", "analyze landscape",
-        "bench", "embedding", "eval", "experiment degradation", "export", "finetune",
+        "bench", "embedding", "eval", "experiment degradation", "experiment fastbook", "export",
+        "finetune",
         "plot decision-regions", "predict", "report", "train",
     ])  # fmt: skip
     assert _takes("--threads") == sorted([

@@ -36,8 +36,6 @@ __all__ = [
 ]
 
 
-
-
 @dataclass
 class BlockReport:
     """One block: its name, whether it changes shape, and what removing its branch costs."""

@@ -22,7 +22,6 @@ __all__ = [
 ]
 
 
-
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     if not values:
         return None, None

@@ -60,9 +60,7 @@ def at_init(model: ResNet, seed: int) -> ResNet:
 
 def is_experiment(spec: str) -> bool:
     path = Path(spec)
-    return (
-        path.is_dir() and (path / names.RECIPE).is_file() and (path / names.RUNS_DIR).is_dir()
-    )
+    return path.is_dir() and (path / names.RECIPE).is_file() and (path / names.RUNS_DIR).is_dir()
 
 
 def _pick(values: list | None, value) -> bool:

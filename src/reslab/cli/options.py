@@ -42,6 +42,7 @@ METAVARS = {
     "non_negative_float": "X",
     "fraction": "F",
     "multiplier": "X",
+    "share": "F",
     "names": "LIST",
     "epochs": "EPOCHS",
     "ints": "LIST",

@@ -14,6 +14,7 @@ from torch import Tensor
 from reslab.data.images import IMAGE_EXTENSIONS, load_image
 
 if TYPE_CHECKING:
+    from reslab.data.decoded import DecodedFolderDataset
     from reslab.data.folder import ImageFolderDataset
 
 __all__ = [
@@ -30,10 +31,11 @@ KNOWN_DATASETS = {
     "fmnist": "fashion-mnist",
     "cifar10": "cifar10",
     "cifar-10": "cifar10",
+    "imagenette": "imagenette",
 }
 SMALL_IMAGE_MAX = 64  # images up to this side live in memory; larger ones stream from disk
 # What load_dataset returns: the images in memory, or files decoded on demand.
-ImageDataset: TypeAlias = "TensorImageDataset | ImageFolderDataset"
+ImageDataset: TypeAlias = "TensorImageDataset | ImageFolderDataset | DecodedFolderDataset"
 SPLIT_FOLDERS = {"train": ("train",), "test": ("test", "val", "valid"), "valid": ("valid", "val")}
 
 
@@ -164,12 +166,14 @@ def load_dataset(
     on_error: str = "raise",
     download: bool = True,
     progress: bool = True,
+    presize: int | None = None,
 ) -> ImageDataset:
     """Load a data set split.
 
     Args:
-        name_or_path: ``"fashion-mnist"``, ``"cifar10"`` or a folder with ``train/``,
-            ``val/`` (or ``valid/``, ``test/``) sub-folders of class folders.
+        name_or_path: ``"fashion-mnist"``, ``"cifar10"``, ``"imagenette"`` (found in the data
+            folders: :func:`~reslab.data.imagenette.find_imagenette`) or a folder with
+            ``train/``, ``val/`` (or ``valid/``, ``test/``) sub-folders of class folders.
         split: ``"train"``, ``"valid"`` or ``"test"``. With ``valid_pct`` > 0, ``train`` and
             ``valid`` are the two parts of the training set; otherwise ``valid`` is the data
             set's own validation folder.
@@ -180,22 +184,29 @@ def load_dataset(
         on_error: image folders: ``"raise"`` on an unreadable file or ``"skip"`` it.
         download: fetch the official files when they are not on disk (needs a connection).
         progress: show a bar while decoding a folder for the first time.
+        presize: image folders: decode every image once at this square side (cached;
+            :func:`~reslab.data.decoded.decode_image_folder`) and hold them in memory.
 
-    Returns a :class:`TensorImageDataset` (images up to 64 px, held in memory) or an
-    :class:`~reslab.data.folder.ImageFolderDataset`; both have ``class_names`` and ``labels``.
+    Returns a :class:`TensorImageDataset` (images up to 64 px, without ``presize``), a
+    :class:`~reslab.data.decoded.DecodedFolderDataset` (``presize``) or an
+    :class:`~reslab.data.folder.ImageFolderDataset`; all have ``class_names`` and ``labels``.
     """
     if split not in ("train", "valid", "test"):
         raise ValueError(f"split must be 'train', 'valid' or 'test', got {split!r}")
     base_split = "train" if (split == "valid" and valid_pct > 0) else split
     key = KNOWN_DATASETS.get(str(name_or_path).lower())
-    if key is not None:
+    if key == "imagenette":
+        from reslab.data.imagenette import find_imagenette
+
+        ds = _load_folder(find_imagenette(data_dir), base_split, on_error, progress, presize)
+    elif key is not None:
         ds = _load_named(key, base_split, data_dir, download, progress)
     elif Path(name_or_path).expanduser().is_dir():
-        ds = _load_folder(Path(name_or_path).expanduser(), base_split, on_error, progress)
+        ds = _load_folder(Path(name_or_path).expanduser(), base_split, on_error, progress, presize)
     else:
         raise ValueError(
-            f"unknown data set {str(name_or_path)!r}: expected fashion-mnist, cifar10 or a folder "
-            "with train/ and val/ class folders"
+            f"unknown data set {str(name_or_path)!r}: expected fashion-mnist, cifar10, imagenette "
+            "or a folder with train/ and val/ class folders"
         )
     if classes:
         ds = select_classes(ds, classes)
@@ -219,7 +230,10 @@ def _load_named(key: str, split: str, data_dir, download: bool, progress: bool):
     return TensorImageDataset(x, y, names, f"cifar10/{split}")
 
 
-def _load_folder(root: Path, split: str, on_error: str, progress: bool):
+def _load_folder(
+    root: Path, split: str, on_error: str, progress: bool, presize: int | None
+) -> ImageDataset:
+    from reslab.data.decoded import decode_image_folder
     from reslab.data.folder import ImageFolderDataset, read_small_image_folder_with_paths
 
     folder = next((root / s for s in SPLIT_FOLDERS[split] if (root / s).is_dir()), None)
@@ -236,9 +250,10 @@ def _load_folder(root: Path, split: str, on_error: str, progress: bool):
     )
     if first is None:
         raise ValueError(f"{folder}: no image files found")
-    probe = load_image(first)
-    ds: TensorImageDataset | ImageFolderDataset
-    if max(probe.shape[1:]) <= SMALL_IMAGE_MAX:
+    ds: ImageDataset
+    if presize:
+        ds = decode_image_folder(folder, presize, on_error=on_error, progress=progress)
+    elif max(load_image(first).shape[1:]) <= SMALL_IMAGE_MAX:
         x, y, names, paths = read_small_image_folder_with_paths(
             folder, channels=3, progress=progress, on_error=on_error
         )

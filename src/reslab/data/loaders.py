@@ -14,22 +14,21 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from reslab.data.batching import batch_positions, batch_span, epoch_order, global_batches
 from reslab.data.datasets import ImageDataset, TensorImageDataset
-from reslab.data.folder import ImageFolderDataset, mix_seeds
+from reslab.data.decoded import DecodedFolderDataset
+from reslab.data.decoded_loader import DecodedLoader
+from reslab.data.folder import ImageFolderDataset
 from reslab.data.transforms import (
     EvalTransform,
+    Presized,
     TrainTransform,
     crop_flip_params,
     eval_transform_from_cfg,
     random_crop_flip,
 )
 
-__all__ = ["FolderLoader", "TensorLoader", "make_loader"]
-
-
-def _global_batches(n: int, batch: int, drop_last: bool, world: int) -> int:
-    full, rest = divmod(n, batch)
-    return full + (1 if rest and not drop_last else 0)
+__all__ = ["DecodedLoader", "FolderLoader", "TensorLoader", "make_loader"]
 
 
 class TensorLoader:
@@ -83,15 +82,14 @@ class TensorLoader:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return _global_batches(len(self.images), self.global_batch, self.drop_last, self.world_size)
+        return global_batches(len(self.images), self.global_batch, self.drop_last)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         return self.batches(0)
 
     def _epoch_plan(self) -> tuple[Tensor, Tensor | None]:
         n = len(self.images)
-        g = torch.Generator().manual_seed(mix_seeds(self.seed, self.epoch))
-        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        order, g = epoch_order(n, self.seed, self.epoch, self.shuffle)
         params = crop_flip_params(n, self.pad, self.flip, g) if self.augment else None
         return order, params
 
@@ -102,12 +100,7 @@ class TensorLoader:
         order = order.to(self.device)
         params = params.to(self.device) if params is not None else None
         for b in range(start, len(self)):
-            lo = b * self.global_batch
-            # This process's share of the global batch: torch.tensor_split's sections.
-            size = min(lo + self.global_batch, len(order)) - lo
-            base, extra = divmod(size, self.world_size)
-            first = lo + self.rank * base + min(self.rank, extra)
-            last = first + base + (1 if self.rank < extra else 0)
+            first, last = batch_span(b, self.global_batch, len(order), self.rank, self.world_size)
             if last == first:  # evaluation tail smaller than the process count
                 continue
             idx = order[first:last]
@@ -130,12 +123,9 @@ class _EpochBatchSampler:
     def __iter__(self):
         ld = self.loader
         n = len(ld.dataset)
-        g = torch.Generator().manual_seed(mix_seeds(ld.seed, ld.epoch))
-        order = torch.randperm(n, generator=g) if ld.shuffle else torch.arange(n)
+        order, _ = epoch_order(n, ld.seed, ld.epoch, ld.shuffle)
         for b in range(ld._start, len(ld)):
-            lo = b * ld.global_batch
-            pos = torch.arange(lo, min(lo + ld.global_batch, n))
-            pos = torch.tensor_split(pos, ld.world_size)[ld.rank]
+            pos = batch_positions(b, ld.global_batch, n, ld.rank, ld.world_size)
             if len(pos):
                 yield [(int(i), ld.epoch) for i in order[pos]]
 
@@ -198,9 +188,7 @@ class FolderLoader:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return _global_batches(
-            len(self.dataset), self.global_batch, self.drop_last, self.world_size
-        )
+        return global_batches(len(self.dataset), self.global_batch, self.drop_last)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         return self.batches(0)
@@ -225,45 +213,51 @@ def make_loader(
     augment: bool = True,
     rank: int = 0,
     world_size: int = 1,
-) -> TensorLoader | FolderLoader:
+    presize: int | None = None,
+    min_scale: float = 0.35,
+    square_crops: bool = False,
+) -> TensorLoader | FolderLoader | DecodedLoader:
     """A training (shuffled, augmented, last partial batch dropped) or evaluation loader.
 
     In-memory data sets get a :class:`TensorLoader` (training: pad-and-crop by 1/8 of the
-    side plus horizontal flips); image folders get a :class:`FolderLoader` with a
-    random-resized-crop for training and the model's eval resize/crop (``model_cfg``:
-    ``input_size``, ``crop_pct``, ``interpolation``).
+    side plus horizontal flips). Image folders get a random-resized crop (area ``min_scale``
+    to 1 of the image, aspect 3/4–4/3 or with ``square_crops`` 1:1) and a flip for training,
+    and for evaluation the model's resize/crop (``model_cfg``: ``input_size``, ``crop_pct``,
+    ``interpolation``). A :class:`DecodedFolderDataset` (decoded once at a presize) gets a
+    :class:`DecodedLoader`, which evaluates on the whole presized image; a folder decoded every
+    epoch gets a :class:`FolderLoader`, with ``presize`` the same pixels and crops as the
+    decoded folder's loader.
     """
     if isinstance(dataset, TensorImageDataset):
         pad = max(1, dataset.image_size[-1] // 8)
         return TensorLoader(
-            dataset,
-            batch_size,
-            shuffle=train,
-            augment=train and augment,
-            pad=pad,
-            drop_last=train,
-            device=device,
-            seed=seed,
-            rank=rank,
-            world_size=world_size,
-        )
+            dataset, batch_size, shuffle=train, augment=train and augment, pad=pad,
+            drop_last=train, device=device, seed=seed, rank=rank, world_size=world_size,
+        )  # fmt: skip
+    cfg = dict(model_cfg or {})
+    size = image_size or int(cfg.get("input_size", (3, 224, 224))[-1])
+    ratio = (1.0, 1.0) if square_crops else (3 / 4, 4 / 3)
+    presized = presize is not None or isinstance(dataset, DecodedFolderDataset)
+    # A presized image resamples with the bilinear filter the decoded loader's batches use.
+    interpolation = "bilinear" if presized else cfg.get("interpolation", "bilinear")
+    train_tf = (
+        TrainTransform(size, (min_scale, 1.0), ratio, interpolation) if train and augment else None
+    )
+    common: dict[str, Any] = {"shuffle": train, "drop_last": train, "device": device, "seed": seed,
+              "rank": rank, "world_size": world_size}  # fmt: skip
+    if isinstance(dataset, DecodedFolderDataset):
+        return DecodedLoader(dataset, batch_size, size=size, transform=train_tf, **common)
     if isinstance(dataset, ImageFolderDataset):
-        cfg = dict(model_cfg or {})
-        size = image_size or int(cfg.get("input_size", (3, 224, 224))[-1])
-        transform: TrainTransform | EvalTransform
-        if train and augment:
-            transform = TrainTransform(size, interpolation=cfg.get("interpolation", "bilinear"))
+        transform: TrainTransform | EvalTransform | Presized
+        if train_tf is not None:
+            transform = train_tf
+        elif presized:
+            transform = EvalTransform(size, 1.0, "bilinear")
         else:
             transform = eval_transform_from_cfg(cfg, size)
+        if presize is not None:
+            transform = Presized(presize, transform)
         return FolderLoader(
-            dataset.with_transform(transform),
-            batch_size,
-            shuffle=train,
-            drop_last=train,
-            device=device,
-            seed=seed,
-            workers=workers,
-            rank=rank,
-            world_size=world_size,
+            dataset.with_transform(transform), batch_size, workers=workers, **common
         )
     raise TypeError(f"make_loader: unsupported data set type {type(dataset).__name__}")

@@ -14,9 +14,12 @@ from torch import Tensor
 
 __all__ = [
     "EvalTransform",
+    "Presized",
     "TrainTransform",
     "crop_flip_params",
+    "draw_crop_box",
     "eval_transform_from_cfg",
+    "presize_image",
     "random_crop_flip",
 ]
 
@@ -105,33 +108,75 @@ class TrainTransform:
         self.log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
         self.interpolation = _interp(interpolation)
 
-    def _crop_box(self, h: int, w: int, g: torch.Generator) -> tuple[int, int, int, int]:
-        area = h * w
-        for _ in range(10):
-            target = area * (self.scale[0] + (self.scale[1] - self.scale[0]) * _rand(g))
-            aspect = math.exp(
-                self.log_ratio[0] + (self.log_ratio[1] - self.log_ratio[0]) * _rand(g)
-            )
-            cw = int(round(math.sqrt(target * aspect)))
-            ch = int(round(math.sqrt(target / aspect)))
-            if 0 < cw <= w and 0 < ch <= h:
-                top = int(torch.randint(0, h - ch + 1, (1,), generator=g))
-                left = int(torch.randint(0, w - cw + 1, (1,), generator=g))
-                return top, left, ch, cw
-        side = min(h, w)  # fallback: the central square
-        return (h - side) // 2, (w - side) // 2, side, side
+    def draw(self, h: int, w: int, g: torch.Generator) -> tuple[tuple[int, int, int, int], bool]:
+        """This sample's ``(top, left, height, width)`` crop of an ``h`` x ``w`` image and its
+        flip, drawn from ``g`` (what :meth:`__call__` applies; batch loaders draw the same)."""
+        box = draw_crop_box(h, w, self.scale, self.log_ratio, g)
+        return box, _rand(g) < 0.5
 
     def __call__(self, img: Tensor, generator: torch.Generator | None = None) -> Tensor:
         from torchvision.transforms.v2 import functional as F
 
         g = generator if generator is not None else torch.Generator().manual_seed(0)
-        top, left, ch, cw = self._crop_box(img.shape[-2], img.shape[-1], g)
+        (top, left, ch, cw), flip = self.draw(img.shape[-2], img.shape[-1], g)
         img = F.resized_crop(
             img, top, left, ch, cw, [self.size, self.size], self.interpolation, antialias=True
         )
-        if _rand(g) < 0.5:
-            img = img.flip(-1)
+        return img.flip(-1) if flip else img
+
+
+def draw_crop_box(
+    h: int,
+    w: int,
+    scale: Sequence[float],
+    log_ratio: Sequence[float],
+    g: torch.Generator,
+) -> tuple[int, int, int, int]:
+    """An Inception-style crop ``(top, left, height, width)`` of an ``h`` x ``w`` image: area a
+    uniform fraction ``scale`` of the image's, log aspect ratio uniform in ``log_ratio``; up to
+    10 tries, then the central square."""
+    area = h * w
+    for _ in range(10):
+        target = area * (scale[0] + (scale[1] - scale[0]) * _rand(g))
+        aspect = math.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * _rand(g))
+        cw = int(round(math.sqrt(target * aspect)))
+        ch = int(round(math.sqrt(target / aspect)))
+        if 0 < cw <= w and 0 < ch <= h:
+            top = int(torch.randint(0, h - ch + 1, (1,), generator=g))
+            left = int(torch.randint(0, w - cw + 1, (1,), generator=g))
+            return top, left, ch, cw
+    side = min(h, w)  # fallback: the central square
+    return (h - side) // 2, (w - side) // 2, side, side
+
+
+def presize_image(img: Tensor, size: int) -> Tensor:
+    """Resize the short side to ``size`` (bilinear, antialiased) and centre-crop a square:
+    ``(C, size, size)``, same dtype. fastai's ``Resize(size)`` "presizing" step, with the crop
+    always central (fastai moves it at random in training)."""
+    from torchvision.transforms.v2 import functional as F
+
+    if tuple(img.shape[-2:]) == (size, size):
         return img
+    if min(img.shape[-2:]) != size:
+        img = F.resize(img, [size], interpolation=_interp("bilinear"), antialias=True)
+    return F.center_crop(img, [size, size])
+
+
+class Presized:
+    """``transform`` applied to the image presized to ``presize`` x ``presize``
+    (:func:`presize_image`): the decode-every-epoch twin of a decoded-folder loader.
+
+    Args:
+        presize: the square side images are brought to first.
+        transform: ``transform(img, generator)``, e.g. a :class:`TrainTransform`.
+    """
+
+    def __init__(self, presize: int, transform: EvalTransform | TrainTransform) -> None:
+        self.presize = int(presize)
+        self.transform = transform
+
+    def __call__(self, img: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return self.transform(presize_image(img, self.presize), generator)
 
 
 def _rand(g: torch.Generator) -> float:

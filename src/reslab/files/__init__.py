@@ -17,7 +17,15 @@ from reslab.files.atomic import (
     is_temp_file,
     sweep_temp_files,
 )
-from reslab.files.cache import CACHE_ENV, cache_dir
+from reslab.files.cache import (
+    ARRAY_CACHE_FORMAT,
+    CACHE_ENV,
+    DamagedCacheError,
+    cache_dir,
+    cache_key,
+    read_array_cache,
+    write_array_cache,
+)
 from reslab.files.digest import file_digest, file_sha256
 from reslab.files.download import DownloadError, download
 from reslab.files.jsonable import to_jsonable
@@ -25,7 +33,9 @@ from reslab.files.lock import FolderBusy, FolderLock, FolderLockError
 from reslab.files.paths import OutputPathError, check_output_dir, check_output_file
 
 __all__ = [
+    "ARRAY_CACHE_FORMAT",
     "CACHE_ENV",
+    "DamagedCacheError",
     "DownloadError",
     "FolderBusy",
     "FolderLock",
@@ -37,6 +47,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "cache_dir",
+    "cache_key",
     "check_replaceable",
     "check_output_dir",
     "check_output_file",
@@ -47,6 +58,8 @@ __all__ = [
     "file_sha256",
     "fsync_dir",
     "is_temp_file",
+    "read_array_cache",
     "sweep_temp_files",
     "to_jsonable",
+    "write_array_cache",
 ]

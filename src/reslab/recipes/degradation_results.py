@@ -204,9 +204,7 @@ def finished_runs(folder: str | Path) -> list[dict[str, Any]]:
     folder = Path(folder)
     results = read_results(folder)
     if results is None:
-        raise RunFileError(
-            f"{folder}: no {names.RESULTS_JSON} (has the experiment finished?)"
-        )
+        raise RunFileError(f"{folder}: no {names.RESULTS_JSON} (has the experiment finished?)")
     try:
         out = []
         for r in results["runs"]:

@@ -66,6 +66,7 @@ KINDS: dict[str, Kind] = {
     "non_negative_float": Kind(float, lambda v: _finite(v) and v >= 0, "a number >= 0"),
     "fraction": Kind(float, lambda v: _finite(v) and 0 <= v < 1, "a number in [0, 1)"),
     "multiplier": Kind(float, lambda v: _finite(v) and v >= 1, "a number >= 1"),
+    "share": Kind(float, lambda v: _finite(v) and 0 < v <= 1, "a number in (0, 1]"),
     "names": Kind(
         _names,
         lambda v: isinstance(v, list) and bool(v) and all(isinstance(n, str) for n in v),

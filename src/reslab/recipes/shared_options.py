@@ -26,6 +26,7 @@ __all__ = [
     "EXPERIMENT_OUT",
     "LABEL_SMOOTHING",
     "LR",
+    "LR_FIND",
     "MILESTONES",
     "MOMENTUM",
     "OPT",
@@ -88,7 +89,8 @@ SEEDS = shared_option(
 DATA = shared_option(
     "data",
     ("--data",),
-    "data set: fashion-mnist, cifar10, or a folder with train/ and val/ (or test/) class folders",
+    "data set: fashion-mnist, cifar10, imagenette, or a folder with train/ and val/ (or test/) "
+    "class folders",
     group="data",
 )
 DATA_DIR = shared_option(
@@ -141,6 +143,13 @@ SKIP_BAD_IMAGES = shared_option(
 )
 
 # optimisation
+LR_FIND = shared_option(
+    "lr_find",
+    ("--lr-find", "--no-lr-find"),
+    "run the LR finder first (lr_find.png); without --lr its suggestion is used",
+    "flag",
+    group="optimisation",
+)
 BS = shared_option("bs", ("--bs",), "batch size", "positive_int", group="optimisation")
 LR = shared_option("lr", ("--lr",), "(peak) learning rate", "positive_float", group="optimisation")
 OPT = shared_option(

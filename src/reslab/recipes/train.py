@@ -42,6 +42,7 @@ from reslab.training import (
     bf16_is_fast,
     convert_sync_batchnorm,
     lr_find,
+    param_groups,
     read_checkpoint_meta,
 )
 from reslab.training.plots import plot_history, plot_lr_find
@@ -83,6 +84,7 @@ def load_splits(cfg: TrainConfig, rank: int = 0) -> tuple[ImageDataset, ImageDat
         "seed": cfg.seed,
         "on_error": "skip" if cfg.skip_bad_images else "raise",
         "progress": cfg.progress and rank == 0,
+        "presize": cfg.presize if cfg.cache_images else None,
     }
     train = load_dataset(cfg.data, "train", valid_pct=cfg.valid_pct, **common)
     test = load_dataset(cfg.data, "test", **common)
@@ -126,8 +128,11 @@ def build_model_for_data(cfg: TrainConfig, train_ds: ImageDataset, device: torch
         if cfg.size and (cfg.size, cfg.size) != tuple(train_ds.image_size):
             raise ValueError(f"--size {cfg.size}: {cfg.data} holds {train_ds.image_size} images")
         changes.update(input_size=(train_ds.num_channels, *train_ds.image_size), crop_pct=1.0)
-    elif cfg.size:
-        changes.update(input_size=(train_ds.num_channels, cfg.size, cfg.size))
+    else:
+        if cfg.size:
+            changes.update(input_size=(train_ds.num_channels, cfg.size, cfg.size))
+        if cfg.presize:  # evaluated on the whole presized square: a resize, no crop
+            changes.update(crop_pct=1.0)
     model.set_data_config(**changes)
     return model.to(device)
 
@@ -211,7 +216,8 @@ def run_training(
             return make_loader(
                 ds, cfg.bs, train=train, device=run.device, seed=cfg.seed, workers=cfg.workers,
                 model_cfg=model.default_cfg, augment=cfg.augment, rank=run.dist.rank,
-                world_size=run.dist.world_size,
+                world_size=run.dist.world_size, presize=cfg.presize, min_scale=cfg.min_scale,
+                square_crops=cfg.square_crops,
             )  # fmt: skip
 
         if cfg.train_eval:
@@ -245,6 +251,7 @@ def _learner(cfg: TrainConfig, run: Run, model, train_dl, valid_dl, train_ds, ex
         lr=lr,
         wd=cfg.wd,
         momentum=cfg.momentum,
+        param_groups=_adam_groups(cfg) if cfg.opt == "adamw" else None,
         device=run.device,
         class_names=train_ds.class_names,
         progress=cfg.progress,
@@ -252,9 +259,20 @@ def _learner(cfg: TrainConfig, run: Run, model, train_dl, valid_dl, train_ds, ex
     )
 
 
+def _adam_groups(cfg: TrainConfig):
+    """Parameter groups (no weight decay on norms and biases) carrying AdamW's betas and eps:
+    torch's AdamW takes a group's own values over its defaults."""
+    betas = (cfg.momentum, cfg.beta2)
+
+    def groups(model: torch.nn.Module, wd: float) -> list[dict]:
+        return [{**g, "betas": betas, "eps": cfg.eps} for g in param_groups(model, wd)]
+
+    return groups
+
+
 def _fit(learn: Learner, cfg: TrainConfig) -> None:
     if cfg.schedule == "one-cycle":
-        learn.fit_one_cycle(cfg.epochs, learn.lr, pct_start=cfg.pct_start)
+        learn.fit_one_cycle(cfg.epochs, learn.lr, pct_start=cfg.pct_start, div_final=cfg.div_final)
     elif cfg.schedule == "step":
         milestones = tuple(cfg.milestones or ())  # (TrainConfig requires them for "step")
         schedule = StepSchedule(learn.lr, milestones, warmup=cfg.warmup_epochs)

@@ -18,6 +18,7 @@ from reslab.recipes.shared_options import (
     DEVICE,
     LABEL_SMOOTHING,
     LR,
+    LR_FIND,
     MILESTONES,
     MOMENTUM,
     OPT,
@@ -145,6 +146,16 @@ class TrainConfig:
     milestones: list[int] | None = option(None, MILESTONES)
     warmup_epochs: int = option(0, WARMUP_EPOCHS)
     label_smoothing: float = option(0.1, LABEL_SMOOTHING)
+    beta2: float = option(0.999, "AdamW's beta2 (fastai: 0.99)", "fraction", group="optimisation")
+    eps: float = option(
+        1e-8, "AdamW's epsilon (fastai: 1e-5)", "positive_float", group="optimisation"
+    )
+    div_final: float = option(
+        1e4,
+        "one-cycle ends at the starting LR divided by this (fastai: 1e5)",
+        "multiplier",
+        group="optimisation",
+    )
     ema: float | None = option(
         None,
         "keep an EMA of the weights with this decay, e.g. 0.999",
@@ -194,6 +205,37 @@ class TrainConfig:
         default_text="the model's",
         group="data",
     )
+    presize: int | None = option(
+        None,
+        "image folders: bring every image to this square side first (short side resized, "
+        "centre crop; fastai's presizing), decoded once and held in memory (cached on disk); "
+        "crops and flips then run on whole batches",
+        "positive_int",
+        default_text="off: decode every epoch",
+        group="data",
+    )
+    cache_images: bool = option(
+        True,
+        "the decoded-image cache of --presize: decode once, keep in memory and on disk (off: "
+        "decode every epoch in worker processes; the same pixels and crops, up to uint8 "
+        "rounding)",
+        "flag",
+        flags=("--cache-images", "--no-cache-images"),
+        group="data",
+    )
+    min_scale: float = option(
+        0.35,
+        "image folders: smallest random-resized crop, as a share of the image's area",
+        "share",
+        group="data",
+    )
+    square_crops: bool = option(
+        False,
+        "random-resized crops of aspect 1:1 (fastai's aug_transforms) instead of 3/4 to 4/3",
+        "flag",
+        flags=("--square-crops",),
+        group="data",
+    )
     small_input: str = option(
         "auto",
         "3x3 stride-1 stem for small images (auto: on for in-memory data)",
@@ -210,13 +252,7 @@ class TrainConfig:
     workers: int = option(2, WORKERS)
     seed: int = option(0, SEED)
     save_every: int | None = option(None, SAVE_EVERY)
-    lr_find: bool = option(
-        False,
-        "run the LR finder first (lr_find.png); without --lr its suggestion is used",
-        "flag",
-        flags=("--lr-find",),
-        group="optimisation",
-    )
+    lr_find: bool = option(False, LR_FIND)
     sync_bn: bool = option(
         False,
         "SyncBatchNorm under torchrun (CUDA)",
