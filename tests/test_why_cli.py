@@ -5,6 +5,7 @@ errors on bad input, ``--json``, and the page opened in headless Chromium."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -384,3 +385,24 @@ def test_the_experiment_page_makes_the_argument(experiment, data, tmp_path, caps
     assert main(["report", str(folder)]) == 0
     text = (folder / "report.html").read_text()
     assert "could not show this measurement" in text and "Visualizing the Loss" in text
+
+
+def test_the_page_reads_analyses_only_inside_the_folder(tmp_path):
+    """A landscape.json reached through a link out of the experiment folder (a linked
+    sub-folder, or a linked file) is not read; a real sub-folder's is."""
+    from reslab.analysis.report.why import find_analyses
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "landscape.json").write_text("{}")
+    folder = tmp_path / "exp"
+    (folder / "runs").mkdir(parents=True)
+    (folder / "runs" / "landscape.json").write_text("{}")  # run folders are not searched
+    (folder / "real").mkdir()
+    (folder / "real" / "landscape.json").write_text("{}")
+    (folder / "linked-dir").symlink_to(outside, target_is_directory=True)
+    (folder / "linked-file").mkdir()
+    (folder / "linked-file" / "landscape.json").symlink_to(outside / "landscape.json")
+    (folder / "fifo").mkdir()
+    os.mkfifo(folder / "fifo" / "landscape.json")
+    assert find_analyses(folder, "landscape.json") == [folder / "real" / "landscape.json"]
