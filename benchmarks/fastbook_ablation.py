@@ -36,6 +36,7 @@ import reslab.recipes.train as train_recipe
 from reslab.files import atomic_write_json, atomic_write_text
 from reslab.recipes.fastbook import FastbookConfig, fastbook_runs
 from reslab.recipes.train import run_training
+from reslab.runs import read_metrics
 
 
 def variant_config(cfg, variant: str):
@@ -69,9 +70,9 @@ def fastai_init(model: torch.nn.Module) -> None:
 
 
 def train_variant(cfg, overrides: dict, out: Path) -> dict:
-    metrics_file = out / "metrics.json"
-    if metrics_file.is_file():
-        return json.loads(metrics_file.read_text())
+    finished = read_metrics(out) if out.is_dir() else None
+    if finished is not None:
+        return finished.to_dict()
     real = train_recipe.create_model
 
     overrides = dict(overrides)
@@ -86,7 +87,7 @@ def train_variant(cfg, overrides: dict, out: Path) -> dict:
 
     train_recipe.create_model = create_model
     try:
-        return run_training(dataclasses.replace(cfg, out=str(out), overwrite=True))
+        return run_training(dataclasses.replace(cfg, out=str(out), overwrite=True)).to_dict()
     finally:
         train_recipe.create_model = real
 

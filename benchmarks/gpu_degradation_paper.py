@@ -37,7 +37,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from reslab.recipes.degradation import DegradationConfig, degradation_runs  # noqa: E402
-from reslab.recipes.experiment import run_state, train_runs  # noqa: E402
+from reslab.recipes.train import resume_config, run_training  # noqa: E402
+from reslab.recipes.train_config import TrainConfig  # noqa: E402
+from reslab.runs import RunFolder  # noqa: E402
 
 DEPTHS = [20, 32, 44, 56, 110]
 ARMS = ["plain", "residual"]
@@ -53,11 +55,22 @@ def experiment(args: argparse.Namespace) -> DegradationConfig:
 
 
 def worker(args: argparse.Namespace) -> None:
-    """Train (or resume) the one run named ``args.worker``."""
+    """Train (or resume) the one run named ``args.worker``, holding only that run's lock (the
+    workers share the experiment folder; ``collect`` checks every run against the recipe)."""
     cfg = experiment(args)
     run = next(r for r in degradation_runs(cfg) if r.name == args.worker)
-    for _ in train_runs(Path(cfg.out), [run], say=lambda m: print(m, flush=True)):
-        pass
+    folder = Path(cfg.out) / "runs" / run.name
+    state = RunFolder(folder).state()
+    print(f"{run.name}: {state}", flush=True)
+    if state == "finished":
+        return
+    if state == "partial":
+        runtime = {"device": run.config.device, "threads": run.config.threads}
+        run_training(resume_config(folder, runtime), resume=True)
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    config = {**run.config.to_dict(), "out": str(folder), "overwrite": state == "started"}
+    run_training(TrainConfig.from_dict(config))
 
 
 def epochs_done(folder: Path) -> int:
@@ -71,7 +84,7 @@ def plan(args: argparse.Namespace) -> list:
     todo = []
     for run in runs:
         folder = Path(args.out) / "runs" / run.name
-        if run_state(folder) != "finished":
+        if RunFolder(folder).state() != "finished":
             todo.append((run, run.labels["depth"] * (EPOCHS - epochs_done(folder))))
     return sorted(todo, key=lambda item: -item[1])
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -112,6 +113,24 @@ def test_rerunning_skips_finished_runs_and_a_changed_recipe_is_refused(experimen
     assert main(_args(data, experiment, "--lr", "0.05")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "another recipe (changed: lr)" in err[0]
+
+
+def test_runs_written_before_an_option_existed_still_match(experiment, data, tmp_path, capsys):
+    """A run folder whose config.json lacks an option added later (here beta2 and min_scale,
+    at their defaults) is the same recipe; the same option stored with another value is not."""
+    folder = tmp_path / "exp"
+    shutil.copytree(experiment, folder)
+    for config in folder.glob("runs/*/config.json"):
+        saved = json.loads(config.read_text())
+        assert saved["beta2"] == 0.999 and saved["min_scale"] == 0.35  # the defaults
+        del saved["beta2"], saved["min_scale"]
+        config.write_text(json.dumps(saved))
+    assert main(_args(data, folder)) == 0
+    assert capsys.readouterr().out.count("finished earlier, skipped") == 4
+    config = next(folder.glob("runs/*/config.json"))
+    config.write_text(json.dumps({**json.loads(config.read_text()), "beta2": 0.99}))
+    assert main(_args(data, folder)) == 2
+    assert "beta2" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flag, value", [("--depths", "20,20"), ("--arms", "plain,plain")])

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from reslab.data.batching import batch_positions, epoch_order, global_batches
+from reslab.data.batching import batch_span, epoch_order, global_batches
 from reslab.data.decoded import DecodedFolderDataset
 from reslab.data.folder import mix_seeds
 from reslab.data.resample import resize_images, resized_crops
@@ -96,12 +96,13 @@ class DecodedLoader:
     def batches(self, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         """Iterate this epoch's batches from batch ``start`` on (for resuming mid-epoch)."""
         order, _ = epoch_order(len(self.images), self.seed, self.epoch, self.shuffle)
+        on_device = order.to(self.device)  # once per epoch, not a copy per batch
         for b in range(start, len(self)):
-            pos = batch_positions(b, self.global_batch, len(order), self.rank, self.world_size)
-            if len(pos) == 0:  # evaluation tail smaller than the process count
+            first, last = batch_span(b, self.global_batch, len(order), self.rank, self.world_size)
+            if last == first:  # evaluation tail smaller than the process count
                 continue
-            idx = order[pos]
-            x = self.images[idx.to(self.device)]
+            idx, device_idx = order[first:last], on_device[first:last]
+            x = self.images[device_idx]
             if self.transform is not None:
                 boxes, flips = self.draws(idx.tolist())
                 x = resized_crops(x, boxes, self.size, flips)
@@ -109,4 +110,4 @@ class DecodedLoader:
                 x = resize_images(x, self.size)
             else:
                 x = x.float()
-            yield x.div_(255), self.labels[idx.to(self.device)]
+            yield x.div_(255), self.labels[device_idx]

@@ -19,7 +19,9 @@ from torch import Tensor
 __all__ = ["axis_weights", "resize_images", "resized_crops"]
 
 
-def axis_weights(start: Tensor, length: Tensor, in_size: int, out_size: int) -> Tensor:
+def axis_weights(
+    start: Tensor, length: Tensor, in_size: int, out_size: int, longest: int | None = None
+) -> Tensor:
     """``(B, out_size, in_size)`` weights resizing ``[start, start + length)`` of an axis of
     ``in_size`` pixels to ``out_size`` pixels (antialiased bilinear; each row sums to 1)."""
     device = start.device
@@ -27,7 +29,10 @@ def axis_weights(start: Tensor, length: Tensor, in_size: int, out_size: int) -> 
     length = length.to(torch.float32)
     scale = length / out_size  # input pixels per output pixel
     support = scale.clamp(min=1.0)  # the triangle's half-width, in input pixels
-    taps = int(math.ceil(2 * float(support.max()))) + 1  # input pixels one output pixel reads
+    # Input pixels one output pixel reads; ``longest`` (the longest length, known on the host)
+    # spares a device-to-host read.
+    widest = max(longest / out_size, 1.0) if longest is not None else float(support.max())
+    taps = int(math.ceil(2 * widest)) + 1
     centers = start[:, None] + (torch.arange(out_size, device=device) + 0.5) * scale[:, None]
     first = torch.floor(centers - support[:, None] + 0.5)
     pixel = first[:, :, None] + torch.arange(taps, device=device)  # (B, out, taps)
@@ -55,9 +60,12 @@ def resized_crops(images: Tensor, boxes: Tensor, size: int, flips: Tensor | None
     b, c, h, w = images.shape
     if boxes.shape != (b, 4):
         raise ValueError(f"boxes must be ({b}, 4), got {tuple(boxes.shape)}")
+    longest = (
+        (int(boxes[:, 2].max()), int(boxes[:, 3].max())) if boxes.device.type == "cpu" else None
+    )
     boxes = boxes.to(images.device)
-    rows = axis_weights(boxes[:, 0], boxes[:, 2], h, size)  # (B, size, H)
-    cols = axis_weights(boxes[:, 1], boxes[:, 3], w, size)  # (B, size, W)
+    rows = axis_weights(boxes[:, 0], boxes[:, 2], h, size, longest and longest[0])  # (B, size, H)
+    cols = axis_weights(boxes[:, 1], boxes[:, 3], w, size, longest and longest[1])  # (B, size, W)
     if flips is not None:
         flips = flips.to(images.device, torch.bool)
         cols = torch.where(flips[:, None, None], cols.flip(1), cols)

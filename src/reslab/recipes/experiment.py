@@ -12,7 +12,7 @@ there. The experiment holds every run folder's lock while it runs.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 from reslab.recipes.run import RunFolderError
@@ -38,11 +38,18 @@ class ExperimentRun:
 
 def config_changes(saved: dict[str, Any], expected: TrainConfig) -> list[str]:
     """The options in which a run's ``saved`` config differs from ``expected`` (runtime and
-    location options aside; mixed precision left to the machine matches either choice)."""
+    location options aside; mixed precision left to the machine matches either choice). An
+    option the saved config lacks (a run written before the option existed) counts as its
+    default, as resuming that run would read it."""
+    defaults = {
+        f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[operator]
+        for f in fields(TrainConfig)
+        if f.default is not MISSING or f.default_factory is not MISSING
+    }
     want = {k: v for k, v in expected.to_dict().items() if k not in NOT_RECIPE}
     if want.get("amp") is None:
         want.pop("amp", None)
-    return sorted(k for k, v in want.items() if saved.get(k) != v)
+    return sorted(k for k, v in want.items() if saved.get(k, defaults.get(k)) != v)
 
 
 def open_experiment(
