@@ -33,6 +33,7 @@ COMMON = "--data fashion-mnist --model resnet20 --bs 256 --lr 0.4 --no-progress 
 
 def extract(commit: str, into: Path) -> Path:
     """The ``src/`` tree of ``commit``, extracted under ``into``."""
+    into.mkdir(parents=True, exist_ok=True)
     archive = into / "src.tar"
     with archive.open("wb") as f:
         subprocess.run(["git", "-C", str(REPO), "archive", commit, "src"], stdout=f, check=True)
