@@ -366,3 +366,25 @@ def test_imagenette_by_name_from_its_two_224_archives(tmp_path, cache, monkeypat
     _write_folder(shared / "imagenette2-160" / "train", 1)
     _write_folder(shared / "imagenette2-160" / "val", 1)
     assert imagenette.find_imagenette(shared) == shared / "imagenette2-160"
+
+
+def test_presize_without_the_cache_on_small_images_is_one_line(tmp_path, cache, capsys):
+    """Images of 64 px or less load into memory as they are; --presize --no-cache-images
+    would silently train on them unpresized, so it is refused before any work."""
+    from reslab.cli import main
+
+    root = tmp_path / "small"
+    rng = np.random.default_rng(3)
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+                root / split / c / "0.png"
+            )
+    out = tmp_path / "run"
+    args = ["train", "--data", str(root), "--presize", "48", "--no-cache-images", "--epochs", "1",
+            "--bs", "2", "--no-progress", "--no-report", "--out", str(out)]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--no-cache-images" in err[0]
+    assert not (out / "model.safetensors").exists()

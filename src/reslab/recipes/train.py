@@ -87,6 +87,12 @@ def load_splits(cfg: TrainConfig, rank: int = 0) -> tuple[ImageDataset, ImageDat
         "presize": cfg.presize if cfg.cache_images else None,
     }
     train = load_dataset(cfg.data, "train", valid_pct=cfg.valid_pct, **common)
+    if cfg.presize and not cfg.cache_images and isinstance(train, TensorImageDataset):
+        raise ValueError(
+            f"--presize with --no-cache-images: {cfg.data}'s images are small enough to be held "
+            "in memory as they are (64 px or less), where presizing needs the decoded-image "
+            "cache; drop --no-cache-images"
+        )
     test = load_dataset(cfg.data, "test", **common)
     valid = (
         load_dataset(cfg.data, "valid", valid_pct=cfg.valid_pct, **common)
