@@ -118,7 +118,7 @@ def onnx(args: argparse.Namespace) -> None:
     fp32 = np.load(work / "fp32_logits.npy")
     rows = []
     for name in ("int8-8bit.onnx", "int8-7bit.onnx"):
-        for exact in (False, True):
+        for exact in (False, True) if args.sessions == "both" else (False,):
             options = ort.SessionOptions()
             options.intra_op_num_threads = args.threads
             if exact:
@@ -220,6 +220,10 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("work")
         p.add_argument("--threads", type=int, default=1)
         p.add_argument("--tag", default="emulated-haswell", help="names the result file")
+        p.add_argument(
+            "--sessions", choices=("both", "default"), default="both",
+            help="onnx: also the exact-int8 session (session.x64quantprecision=1), or not",
+        )  # fmt: skip
         if step == "pt2e":
             p.add_argument("--weight-bits", type=int, choices=(7, 8), default=8)
             p.add_argument("--activation-bits", type=int, choices=(7, 8), default=8)
