@@ -101,6 +101,16 @@ def test_report_is_one_self_contained_file(report_html):
     assert torch.__version__ in text
 
 
+def test_report_says_which_path_the_training_step_took(report_html):
+    """The run trained eagerly (no --compile), channels-last (the default), with bf16 autocast
+    exactly where the CPU has native bf16; the environment section says so."""
+    from reslab.training import bf16_is_fast
+
+    expected = "bf16+channels-last" if bf16_is_fast(torch.device("cpu")) else "channels-last"
+    env = report_html.read_text().split('<section id="environment">')[1].split("</section>")[0]
+    assert "train_path" in env and f">{expected}<" in env
+
+
 def test_report_opens_in_a_browser_offline(report_html, browser):
     shown = browser.open(report_html)
     assert shown.problems() == []  # images loaded, no console errors or requests, not blank
