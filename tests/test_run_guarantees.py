@@ -189,6 +189,36 @@ def test_an_output_onto_a_file_of_the_input_run_is_refused(
     assert _snapshot(run) == before
 
 
+ANALYSES = [
+    (["analyze", "landscape", "{run}", "--data", "fashion-mnist", "--data-dir", "{data}",
+      "--limit", "4", "--steps", "3"], "landscape.json"),
+    (["analyze", "landscape", "{run}", "--data", "fashion-mnist", "--data-dir", "{data}",
+      "--limit", "4", "--steps", "3"], "landscape.png"),
+    (["analyze", "gradients", "{run}", "--points", "8"], "gradients.json"),
+    (["analyze", "explanations", "{run}", "--data", "fashion-mnist", "--data-dir", "{data}",
+      "--images", "2"], "explanations.json"),
+    (["analyze", "explanations", "{run}", "--data", "fashion-mnist", "--data-dir", "{data}",
+      "--images", "2"], "explanations-cascade.png"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command, name", ANALYSES, ids=lambda v: str(v)[:40])
+def test_an_analysis_output_linked_to_a_file_of_the_input_run_is_refused(
+    command, name, data, finished, tmp_path, capsys
+):
+    """The analyses write a fixed file name into --out; where that name is a link to one of the
+    input run's records, the command stops before any work and the run is unchanged."""
+    run = _copy_run(finished, tmp_path / "run")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).symlink_to(run / "model.safetensors")
+    before = _snapshot(run)
+    argv = [a.format(run=run, data=data) for a in command] + ["--out", str(out)]
+    assert main(argv) == 2
+    _one_line(capsys, "is an input of this command")
+    assert _snapshot(run) == before and (out / name).is_symlink()
+
+
 def test_an_output_linked_to_an_input_is_refused(finished, tmp_path, capsys):
     run = _copy_run(finished, tmp_path / "run")
     link = tmp_path / "elsewhere.pt"
