@@ -1,6 +1,6 @@
 """GPU: one ResNet-20 epoch of `reslab train` on the 50,000 CIFAR-10 images against the bare loop.
 
-Target (issue 20): the epoch of ``reslab train`` within 1.5x of a bare PyTorch loop's time for
+Target: the epoch of ``reslab train`` within 1.5x of a bare PyTorch loop's time for
 the same 50,000 images on the same GPU.
 
 1. ``reslab bench train resnet20 --data cifar10 --device cuda --batch 128 --batches 390``: the
