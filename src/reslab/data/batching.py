@@ -7,12 +7,14 @@ decode-every-epoch loaders visit the same samples in the same batches for the sa
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor
 
 from reslab.data.folder import mix_seeds
 
-__all__ = ["batch_positions", "batch_span", "epoch_order", "global_batches"]
+__all__ = ["batch_span", "epoch_order", "global_batches", "process_spans"]
 
 
 def global_batches(n: int, batch: int, drop_last: bool) -> int:
@@ -37,6 +39,12 @@ def batch_span(b: int, global_batch: int, n: int, rank: int, world: int) -> tupl
     return first, first + base + (1 if rank < extra else 0)
 
 
-def batch_positions(b: int, global_batch: int, n: int, rank: int, world: int) -> Tensor:
-    """Positions in the epoch order of process ``rank``'s share of global batch ``b``."""
-    return torch.arange(*batch_span(b, global_batch, n, rank, world))
+def process_spans(
+    start: int, batches: int, global_batch: int, n: int, rank: int, world: int
+) -> Iterator[tuple[int, int]]:
+    """``(first, last)`` of process ``rank``'s share of each global batch from ``start`` to
+    ``batches``, skipping empty shares (an evaluation tail smaller than the process count)."""
+    for b in range(start, batches):
+        first, last = batch_span(b, global_batch, n, rank, world)
+        if last > first:
+            yield first, last

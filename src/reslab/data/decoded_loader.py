@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from reslab.data.batching import batch_span, epoch_order, global_batches
+from reslab.data.batching import epoch_order, global_batches, process_spans
 from reslab.data.decoded import DecodedFolderDataset
 from reslab.data.folder import mix_seeds
 from reslab.data.resample import resize_images, resized_crops
@@ -97,10 +97,10 @@ class DecodedLoader:
         """Iterate this epoch's batches from batch ``start`` on (for resuming mid-epoch)."""
         order, _ = epoch_order(len(self.images), self.seed, self.epoch, self.shuffle)
         on_device = order.to(self.device)  # once per epoch, not a copy per batch
-        for b in range(start, len(self)):
-            first, last = batch_span(b, self.global_batch, len(order), self.rank, self.world_size)
-            if last == first:  # evaluation tail smaller than the process count
-                continue
+        spans = process_spans(
+            start, len(self), self.global_batch, len(order), self.rank, self.world_size
+        )
+        for first, last in spans:
             idx, device_idx = order[first:last], on_device[first:last]
             x = self.images[device_idx]
             if self.transform is not None:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from reslab.data.batching import batch_positions, batch_span, epoch_order, global_batches
+from reslab.data.batching import epoch_order, global_batches, process_spans
 from reslab.data.datasets import ImageDataset, TensorImageDataset
 from reslab.data.decoded import DecodedFolderDataset
 from reslab.data.decoded_loader import DecodedLoader
@@ -99,10 +99,10 @@ class TensorLoader:
         # The epoch's plan goes to the device once: a copy per batch would make a GPU wait.
         order = order.to(self.device)
         params = params.to(self.device) if params is not None else None
-        for b in range(start, len(self)):
-            first, last = batch_span(b, self.global_batch, len(order), self.rank, self.world_size)
-            if last == first:  # evaluation tail smaller than the process count
-                continue
+        spans = process_spans(
+            start, len(self), self.global_batch, len(order), self.rank, self.world_size
+        )
+        for first, last in spans:
             idx = order[first:last]
             x = self.images[idx]
             if params is not None:
@@ -124,10 +124,10 @@ class _EpochBatchSampler:
         ld = self.loader
         n = len(ld.dataset)
         order, _ = epoch_order(n, ld.seed, ld.epoch, ld.shuffle)
-        for b in range(ld._start, len(ld)):
-            pos = batch_positions(b, ld.global_batch, n, ld.rank, ld.world_size)
-            if len(pos):
-                yield [(int(i), ld.epoch) for i in order[pos]]
+        for first, last in process_spans(
+            ld._start, len(ld), ld.global_batch, n, ld.rank, ld.world_size
+        ):
+            yield [(int(i), ld.epoch) for i in order[first:last]]
 
 
 class _EpochDataset(torch.utils.data.Dataset):
