@@ -67,10 +67,9 @@ PAPERS = {
 }
 
 
-def degradation_runs(folder: Path) -> list[dict[str, Any]] | None:
-    """The runs of a degradation experiment (``results.json`` with arm, depth and seed per
-    run, each with its run folder name), or None for another kind of folder."""
-    results = read_results(folder)
+def degradation_runs(results: Any) -> list[dict[str, Any]] | None:
+    """The runs of a degradation experiment (its ``results.json``, with arm, depth and seed
+    per run), each with its run folder name; None for another kind of experiment."""
     runs = results.get("runs") if isinstance(results, dict) else None
     if not isinstance(runs, list) or not runs:
         return None
@@ -111,7 +110,7 @@ def _pct(mean: float | None, std: float | None) -> str:
     return "—" if mean is None else f"{100 * mean:.2f} ± {100 * (std or 0):.2f}"
 
 
-def _degradation(manifest: ExperimentManifest, folder: Path) -> Markup:
+def _degradation(manifest: ExperimentManifest, results: dict[str, Any]) -> Markup:
     parts = [element("p", PAPERS["degradation"])]
     for path, caption in manifest.figures:
         parts.append(
@@ -120,7 +119,7 @@ def _degradation(manifest: ExperimentManifest, folder: Path) -> Markup:
                 join([image_html(file_image_bytes(path), caption), element("figcaption", caption)]),
             )
         )
-    summary = (read_results(folder) or {}).get("summary") or []
+    summary = results.get("summary") or []
     rows = [
         [
             r["arm"],
@@ -266,11 +265,12 @@ def why_section(manifest: ExperimentManifest) -> Section | None:
     """The section of a degradation experiment folder (None for other folders): the four
     measurements, in order, each with its two sentences."""
     folder = manifest.folder
-    runs = degradation_runs(folder)
+    results = read_results(folder)
+    runs = degradation_runs(results)
     if runs is None:
         return None
     items = [
-        ("why-degradation", "1. Degradation", _guarded(_degradation, manifest, folder)),
+        ("why-degradation", "1. Degradation", _guarded(_degradation, manifest, results)),
         ("why-lesions", "2. Block lesions", _guarded(_lesions, folder, runs)),
         ("why-landscapes", "3. Loss landscapes", _guarded(_landscapes, folder)),
         ("why-gradients", "4. Shattered gradients", _guarded(_gradients, folder)),
