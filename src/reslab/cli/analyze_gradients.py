@@ -27,7 +27,7 @@ from reslab.cli.analysis_targets import (
     model_targets,
 )
 from reslab.cli.argtypes import count, positive_float, positive_int
-from reslab.cli.options import SPLIT, add_shared
+from reslab.cli.options import SPLIT, add_shared, add_valued
 from reslab.files import atomic_write_json, check_output_dir, check_output_file
 from reslab.recipes.shared_options import ARMS, DATA, DATA_DIR, DEPTHS, OUT_DIR, SEEDS
 from reslab.runs import claim, run_inputs
@@ -158,18 +158,18 @@ def cmd_gradients(args: argparse.Namespace) -> int:
     return 0
 
 
-def _option(p: argparse.ArgumentParser, flag: str, kind, metavar: str, default, text: str):
-    p.add_argument(flag, type=kind, metavar=metavar, default=default, help=text)
-
-
 def _line_options(p: argparse.ArgumentParser) -> None:
     add_shared(p, DATA, default_text="none: a sweep; with D, the line joins two of its images")
     add_shared(p, DATA_DIR)
     add_shared(p, SPLIT, "test")
-    _option(p, "--points", positive_int, "N", POINTS, f"inputs along the line (default {POINTS})")
-    _option(p, "--span", positive_float, "S", 1.0, "a sweep runs over t in [-S, S] (default 1)")
-    _option(p, "--target", count, "CLASS", 0, "the logit differentiated (default 0)")
-    _option(p, "--max-lag", positive_int, "N", MAX_LAG, f"autocorrelation lags (default {MAX_LAG})")
+    add_valued(
+        p, "--points", positive_int, "N", POINTS, f"inputs along the line (default {POINTS})"
+    )
+    add_valued(p, "--span", positive_float, "S", 1.0, "a sweep runs over t in [-S, S] (default 1)")
+    add_valued(p, "--target", count, "CLASS", 0, "the logit differentiated (default 0)")
+    add_valued(
+        p, "--max-lag", positive_int, "N", MAX_LAG, f"autocorrelation lags (default {MAX_LAG})"
+    )
 
 
 def add_gradients(kinds: argparse._SubParsersAction) -> None:

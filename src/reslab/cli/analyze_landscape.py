@@ -17,7 +17,7 @@ from reslab.analysis.landscape_plot import plot_landscapes
 from reslab.cli import CliError
 from reslab.cli.analysis_targets import data_images, is_experiment, model_targets
 from reslab.cli.argtypes import count, positive_float, positive_int
-from reslab.cli.options import SPLIT, add_shared
+from reslab.cli.options import SPLIT, add_shared, add_valued
 from reslab.files import atomic_write_json, check_output_dir, check_output_file
 from reslab.recipes.shared_options import ARMS, DATA, DATA_DIR, DEPTHS, OUT_DIR, SEED
 from reslab.runs import claim, run_inputs
@@ -138,15 +138,11 @@ def cmd_landscape(args: argparse.Namespace) -> int:
     return 0
 
 
-def _option(p: argparse.ArgumentParser, flag: str, kind, metavar: str, default, text: str):
-    p.add_argument(flag, type=kind, metavar=metavar, default=default, help=text)
-
-
 def _hessian_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--hessian", action="store_true", help="also the top Hessian eigenvalues and the trace"
     )
-    _option(
+    add_valued(
         p,
         "--hessian-images",
         positive_int,
@@ -154,8 +150,8 @@ def _hessian_options(p: argparse.ArgumentParser) -> None:
         250,
         "images for the Hessian: the first of the subset (default 250)",
     )
-    _option(p, "--eigenvalues", positive_int, "K", 1, "how many top eigenvalues (default 1)")
-    _option(
+    add_valued(p, "--eigenvalues", positive_int, "K", 1, "how many top eigenvalues (default 1)")
+    add_valued(
         p, "--trace-samples", positive_int, "N", 20, "Rademacher vectors for the trace (default 20)"
     )
 
@@ -177,9 +173,11 @@ def add_landscape(kinds: argparse._SubParsersAction) -> None:
     add_shared(p, DATA, required=True)
     add_shared(p, DATA_DIR)
     add_shared(p, SPLIT, "train", default_text="train, as the paper")
-    _option(p, "--limit", positive_int, "N", 1000, "images (a fixed random subset; default 1000)")
+    add_valued(
+        p, "--limit", positive_int, "N", 1000, "images (a fixed random subset; default 1000)"
+    )
     p.add_argument("--dims", type=int, choices=[1, 2], default=1, help="1: a curve, 2: a surface")
-    _option(
+    add_valued(
         p,
         "--steps",
         positive_int,
@@ -187,11 +185,13 @@ def add_landscape(kinds: argparse._SubParsersAction) -> None:
         21,
         "grid points per direction, odd (default 21; 2-D: steps² points)",
     )
-    _option(p, "--span", positive_float, "S", 1.0, "the grid runs from -S to S (default 1)")
+    add_valued(p, "--span", positive_float, "S", 1.0, "the grid runs from -S to S (default 1)")
     add_shared(p, SEED, 0)  # of the directions
     add_shared(p, ARMS, default_text="an experiment folder's every arm")
     add_shared(p, DEPTHS, default_text="an experiment folder's every depth")
-    _option(p, "--run-seed", count, "N", 0, "experiment folder: the runs of this seed (default 0)")
+    add_valued(
+        p, "--run-seed", count, "N", 0, "experiment folder: the runs of this seed (default 0)"
+    )
     _hessian_options(p)
     add_shared(p, OUT_DIR, default_text="beside the model, or the experiment folder")
     p.add_argument("--json", action="store_true", help="print landscape.json")

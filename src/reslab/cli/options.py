@@ -28,6 +28,7 @@ __all__ = [
     "add_config_options",
     "add_option",
     "add_shared",
+    "add_valued",
     "arg_type",
     "config_fields_from_args",
     "help_text",
@@ -144,6 +145,13 @@ def _add_flag(container: Container, spec: OptionSpec, dest: str, default: Any, v
         _mark(container.add_argument(
             flag, dest=dest, action="store_const", const=False, default=value, help=text
         ), spec)  # fmt: skip
+
+
+def add_valued(
+    parser: Container, flag: str, kind: Callable[[str], Any], metavar: str, default: Any, text: str
+) -> None:
+    """A command's own option that takes a value (``kind`` converts it), with its help text."""
+    parser.add_argument(flag, type=kind, metavar=metavar, default=default, help=text)
 
 
 def add_option(
