@@ -33,7 +33,12 @@ from reslab.runs import (
     names,
     write_config,
 )
-from reslab.training import DistContext, init_distributed, read_checkpoint_meta
+from reslab.training import (
+    DistContext,
+    init_distributed,
+    keep_freed_host_memory,
+    read_checkpoint_meta,
+)
 from reslab.version import __version__, git_commit
 
 __all__ = [
@@ -219,6 +224,8 @@ def open_run(
     if threads:
         torch.set_num_threads(threads)
     dist = init_distributed(device)
+    if dist.device.type == "cpu":
+        keep_freed_host_memory()  # no page faults for each step's activations
     owned = None
     folder = Path(out) if out is not None else None
     if folder is not None and dist.is_main:

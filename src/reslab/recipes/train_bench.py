@@ -31,7 +31,15 @@ from reslab.data import load_dataset, make_loader
 from reslab.models.profile import cpu_flags, cpu_name
 from reslab.recipes.train import build_model_for_data
 from reslab.recipes.train_config import TrainConfig, train_path_name
-from reslab.training import Callback, ChannelsLast, Compile, Learner, MixedPrecision, bf16_is_fast
+from reslab.training import (
+    Callback,
+    ChannelsLast,
+    Compile,
+    Learner,
+    MixedPrecision,
+    bf16_is_fast,
+    keep_freed_host_memory,
+)
 
 __all__ = [
     "BareLoop",
@@ -309,11 +317,13 @@ def bench_train(
 ) -> TrainBench:
     """Time `steps`-batch epochs of the Learner and of :class:`BareLoop` on every path."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    kept = dev.type == "cpu" and keep_freed_host_memory()  # as `reslab train` runs
     cfg = TrainConfig(
         data=data, out="-", model=model_name, bs=batch, width=width, data_dir=data_dir, seed=seed
     )
     train, batches = bench_batches(cfg, steps, dev)
     result = TrainBench(model_name, data, batch, steps, runs, width, bench_environment(dev))
+    result.environment["host_memory"] = "kept" if kept else "system"
     for path in paths or default_paths(dev):
         if path.amp == "bf16" and not bf16_is_fast(dev):
             log(f"{path.name}: bf16 is not native here (emulated, slow); timed anyway")

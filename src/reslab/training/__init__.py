@@ -32,6 +32,7 @@ from reslab.training.distributed import (
 from reslab.training.ema import EMA
 from reslab.training.extra_eval import ExtraValidation
 from reslab.training.gradients import GradientAccumulation, GradientClip
+from reslab.training.host_memory import HOST_MEMORY_ENV, keep_freed_host_memory
 from reslab.training.learner import Learner
 from reslab.training.loggers import CSVLogger, TensorBoardCallback
 from reslab.training.losses import NegativeSamplingCallback, NegativeSamplingLoss
@@ -71,6 +72,7 @@ __all__ = [
     "ExtraValidation",
     "GradientAccumulation",
     "GradientClip",
+    "HOST_MEMORY_ENV",
     "LRFindResult",
     "LRFinder",
     "Learner",
@@ -97,6 +99,7 @@ __all__ = [
     "get_metric",
     "get_rng_state",
     "init_distributed",
+    "keep_freed_host_memory",
     "lr_find",
     "one_cycle",
     "param_groups",
