@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
+import platform
+import sys
 
 import pytest
 import torch
@@ -113,6 +115,23 @@ def test_bench_train_tiny_budget(data, capsys):
     assert main([*args, "--paths", "eager"]) == 0
     table = capsys.readouterr().out
     assert "bare /s" in table and "Learner /s" in table and "eager" in table
+    assert "faults/step" in table
+
+
+def test_bench_train_counts_the_learners_page_faults_per_step(data, capsys, monkeypatch):
+    from reslab.recipes import train_bench
+
+    reads = iter(range(0, 10_000, 300))  # the counter moves 300 between any two reads
+    monkeypatch.setattr(train_bench, "minor_faults", lambda: next(reads))
+    args = ["bench", "train", "resnet20", "--data", "fashion-mnist", "--data-dir", str(data)]
+    args += ["--width", "0.25", "--batch", "8", "--batches", "3", "--runs", "2", "--threads", "1"]
+    assert main([*args, "--paths", "eager", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    row = result["rows"][0]
+    assert row["learner_faults_per_step"] == [100.0, 100.0]  # 300 faults / 3 batches, each run
+    assert row["faults_per_step"] == 100.0
+    expected = "kept" if sys.platform == "linux" and platform.libc_ver()[0] == "glibc" else "system"
+    assert result["environment"]["host_memory"] == expected
 
 
 @pytest.mark.parametrize(

@@ -210,6 +210,14 @@ class TrainBenchRow:
     learner_samples_per_s: list[float] = field(default_factory=list)
     warmup_s: dict[str, float] = field(default_factory=dict)
     max_loss_diff: float = float("nan")  # warm-up epoch, bare vs Learner
+    learner_faults_per_step: list[float] = field(default_factory=list)  # host page faults
+
+    @property
+    def faults_per_step(self) -> float | None:
+        """The Learner's minor page faults per step (median of the timed epochs), or None
+        where the platform does not count them."""
+        counted = self.learner_faults_per_step
+        return statistics.median(counted) if counted else None
 
     @property
     def bare(self) -> float:
@@ -235,13 +243,23 @@ class TrainBench:
         out = asdict(self)
         for row, d in zip(self.rows, out["rows"]):
             d.update(bare_median=row.bare, learner_median=row.learner,
-                     ratio=row.learner / row.bare)  # fmt: skip
+                     ratio=row.learner / row.bare,
+                     faults_per_step=row.faults_per_step)  # fmt: skip
         return out
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def minor_faults() -> int | None:
+    """This process's minor page faults so far (a fresh page touched), where counted."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def _timed(fn: Callable[[], object], device: torch.device) -> float:
@@ -296,8 +314,12 @@ def bench_path(
     for r in range(runs):
         order = ("bare", "learner") if r % 2 == 0 else ("learner", "bare")
         for name in order:
+            before = minor_faults()
             rate = samples / _timed(sides[name], device)
             getattr(row, f"{name}_samples_per_s").append(round(rate, 1))
+            after = minor_faults()
+            if name == "learner" and before is not None and after is not None:
+                row.learner_faults_per_step.append(round((after - before) / len(batches), 1))
     return row
 
 
@@ -343,15 +365,17 @@ def format_bench(result: TrainBench) -> str:
         f"{result.steps} batches per timed epoch, {result.runs} runs per side (median), "
         f"interleaved; {env['threads']} threads, torch {env['torch']}, {env['cpu']} "
         f"({' '.join(env['cpu_flags'])}), load {env['load_average'][0]:.2f} -> "
-        f"{env['load_average_after'][0]:.2f}",
+        f"{env['load_average_after'][0]:.2f}; freed host memory "
+        f"{'kept' if env.get('host_memory') == 'kept' else 'given back (system malloc)'}",
         f"{'path':<28} {'bare /s':>9} {'Learner /s':>10} {'ratio':>6} {'vs eager':>8} "
-        f"{'warm-up s':>10} {'loss diff':>9}",
+        f"{'warm-up s':>10} {'loss diff':>9} {'faults/step':>11}",
     ]
     eager = next((r.learner for r in result.rows if r.path == "eager"), None)
     for r in result.rows:
         rel = f"{r.learner / eager:8.2f}" if eager else f"{'-':>8}"
+        faults = "-" if r.faults_per_step is None else f"{r.faults_per_step:.0f}"
         lines.append(
             f"{r.path:<28} {r.bare:9.1f} {r.learner:10.1f} {r.learner / r.bare:6.3f} {rel} "
-            f"{r.warmup_s['learner']:10.1f} {r.max_loss_diff:9.2e}"
+            f"{r.warmup_s['learner']:10.1f} {r.max_loss_diff:9.2e} {faults:>11}"
         )
     return "\n".join(lines)

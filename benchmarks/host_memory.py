@@ -1,0 +1,86 @@
+"""Kept host memory against glibc's default policy: `reslab bench train` in alternating
+processes, one with ``RESLAB_HOST_MEMORY=system`` (malloc as it comes) and one with the
+default ``keep``, ``--pairs`` times. Each process times the Learner and the bare loop on the
+same path (default compile + bf16 + channels-last, as `--recipe fmnist-fast` trains) and counts
+the Learner's minor page faults per step. The two policies cannot run in one process (glibc's
+settings hold for the process's life), so the pairs alternate which goes first.
+
+    flock /tmp/reslab-heavy.lock python3 benchmarks/host_memory.py --pairs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def one_process(policy: str, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, "-m", "reslab", "bench", "train", "resnet20", "--data", args.data,
+           "--paths", args.path, "--runs", str(args.runs), "--batches", str(args.batches),
+           "--json"]  # fmt: skip
+    env = {**os.environ, "RESLAB_HOST_MEMORY": policy, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"bench train failed ({policy}):\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout)
+    row = result["rows"][0]
+    return {
+        "policy": policy,
+        "learner": row["learner_median"],
+        "bare": row["bare_median"],
+        "faults_per_step": row["faults_per_step"],
+        "host_memory": result["environment"]["host_memory"],
+        "environment": result["environment"],
+    }
+
+
+def mean_std(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.0f} ± {sd:.0f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--path", default="compile+bf16+cl")
+    parser.add_argument("--data", default="fashion-mnist")
+    parser.add_argument("--runs", type=int, default=3, help="timed epochs per side and process")
+    parser.add_argument("--batches", type=int, default=20, help="batches per timed epoch")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    runs: list[dict] = []
+    for pair in range(args.pairs):
+        order = ("system", "keep") if pair % 2 == 0 else ("keep", "system")
+        for policy in order:
+            res = one_process(policy, args)
+            runs.append(res)
+            print(f"pair {pair} {policy:>6}: Learner {res['learner']:.0f}, bare {res['bare']:.0f} "
+                  f"samples/s, {res['faults_per_step']} faults/step", flush=True)  # fmt: skip
+    by = {p: [r for r in runs if r["policy"] == p] for p in ("system", "keep")}
+    ratios = [
+        k["learner"] / s["learner"] for s, k in zip(by["system"], by["keep"], strict=True)
+    ]  # pairs in the order they ran
+    summary = {
+        "command": f"python3 benchmarks/host_memory.py --pairs {args.pairs} --path {args.path} "
+        f"--runs {args.runs} --batches {args.batches}",
+        "learner_samples_per_s": {p: mean_std([r["learner"] for r in by[p]]) for p in by},
+        "bare_samples_per_s": {p: mean_std([r["bare"] for r in by[p]]) for p in by},
+        "faults_per_step": {p: [r["faults_per_step"] for r in by[p]] for p in by},
+        "keep_over_system_per_pair": [round(r, 3) for r in ratios],
+        "pairs_keep_faster": sum(r > 1 for r in ratios),
+        "runs": runs,
+    }
+    print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
