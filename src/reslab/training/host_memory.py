@@ -4,13 +4,13 @@ A training step frees its activations and allocates them again at the next step.
 ``malloc`` serves large blocks with ``mmap`` and gives them back with ``munmap``, and it trims
 the top of its heap back to the system, so the next step touches fresh pages: each 4 KiB page
 is a page fault and is zeroed by the kernel. ResNet-20 on Fashion-MNIST (batch 256, bf16) takes
-about 12,500 page faults per step that way, about 50 MB of fresh pages. With
+5,000 to 12,500 page faults per step that way (20 to 50 MB of fresh pages). With
 :func:`keep_freed_host_memory` glibc serves blocks up to 32 MiB (the most it allows) from its
-heap and never trims the heap: what a step frees is there for the next one, and after the first
-steps no page faults are left (BENCHMARKS.md, "Training speed"). The price: the heap keeps its
-peak size until the process exits, as PyTorch's CUDA allocator does on the GPU (for ResNet-20
-on Fashion-MNIST the peak is the same: 1.08 GB either way). Larger blocks are still mapped and
-unmapped each time.
+heap and never trims the heap: what a step frees is there for the next one, and after the
+first steps no page faults are left; `reslab train` runs 7 % faster (BENCHMARKS.md, "Host
+memory kept between steps"). The heap keeps its peak size until the process exits, as
+PyTorch's CUDA allocator does on the GPU (for ResNet-20 on Fashion-MNIST the peak is the same:
+1.08 GB either way). Larger blocks are still mapped and unmapped each time.
 
 ``RESLAB_HOST_MEMORY=system`` leaves the C library's policy alone; ``keep`` (the default) asks
 for this one. Only glibc is changed (Linux); elsewhere nothing happens.
