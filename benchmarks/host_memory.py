@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 TRAIN = "--data fashion-mnist --model resnet20 --bs 256 --lr 0.4 --epochs 3 --seed 0 --compile "
+TRAIN += "--device cpu "
 TRAIN += "--train-limit 20000 --no-progress --no-report"
 
 
@@ -49,12 +50,14 @@ def one_process(policy: str, args: argparse.Namespace) -> dict:
         return one_train(policy, args)
     cmd = [sys.executable, "-m", "reslab", "bench", "train", "resnet20", "--data", args.data,
            "--paths", args.path, "--runs", str(args.runs), "--batches", str(args.batches),
-           "--json"]  # fmt: skip
+           "--device", "cpu", "--json"]  # fmt: skip
     env = {**os.environ, "RESLAB_HOST_MEMORY": policy, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"bench train failed ({policy}):\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout)
+    if result["environment"]["host_memory"] != policy.replace("keep", "kept"):
+        sys.exit(f"asked for {policy}, the process ran with {result['environment']['host_memory']}")
     row = result["rows"][0]
     return {
         "policy": policy,
@@ -95,8 +98,12 @@ def main() -> None:
         k["learner"] / s["learner"] for s, k in zip(by["system"], by["keep"], strict=True)
     ]  # pairs in the order they ran
     summary: dict = {
-        "command": f"python3 benchmarks/host_memory.py --what {args.what} --pairs {args.pairs} "
-        f"--path {args.path} --runs {args.runs} --batches {args.batches}",
+        "command": f"python3 benchmarks/host_memory.py --what {args.what} --pairs {args.pairs}"
+        + (
+            f" --path {args.path} --runs {args.runs} --batches {args.batches} --data {args.data}"
+            if args.what == "bench"
+            else ""
+        ),
         "learner_samples_per_s": {p: mean_std([r["learner"] for r in by[p]]) for p in by},
         "keep_over_system_per_pair": [round(r, 3) for r in ratios],
         "keep_over_system_mean": round(statistics.mean(ratios), 3),

@@ -123,7 +123,9 @@ def test_bench_train_counts_the_learners_page_faults_per_step(data, capsys, monk
 
     reads = iter(range(0, 10_000, 300))  # the counter moves 300 between any two reads
     monkeypatch.setattr(train_bench, "minor_faults", lambda: next(reads))
+    monkeypatch.delenv("RESLAB_HOST_MEMORY", raising=False)
     args = ["bench", "train", "resnet20", "--data", "fashion-mnist", "--data-dir", str(data)]
+    args += ["--device", "cpu"]
     args += ["--width", "0.25", "--batch", "8", "--batches", "3", "--runs", "2", "--threads", "1"]
     assert main([*args, "--paths", "eager", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -104,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from reslab.training import host_memory_policy  # (torch: after the arguments)
+
+        host_memory_policy()  # a bad $RESLAB_HOST_MEMORY is refused before anything is written
         result = args.func(args)
     except KeyboardInterrupt:
         print("reslab: interrupted", file=sys.stderr)

@@ -35,6 +35,7 @@ from reslab.runs import (
 )
 from reslab.training import (
     DistContext,
+    host_memory_policy,
     init_distributed,
     keep_freed_host_memory,
     read_checkpoint_meta,
@@ -221,6 +222,7 @@ def open_run(
         check_output_dir(out)
     if existing not in EXISTING:
         raise ValueError(f"existing must be one of {', '.join(EXISTING)}, got {existing!r}")
+    host_memory_policy()  # refuse a bad $RESLAB_HOST_MEMORY on every device, before any setup
     if threads:
         torch.set_num_threads(threads)
     dist = init_distributed(device)

@@ -32,7 +32,11 @@ from reslab.training.distributed import (
 from reslab.training.ema import EMA
 from reslab.training.extra_eval import ExtraValidation
 from reslab.training.gradients import GradientAccumulation, GradientClip
-from reslab.training.host_memory import HOST_MEMORY_ENV, keep_freed_host_memory
+from reslab.training.host_memory import (
+    HOST_MEMORY_ENV,
+    host_memory_policy,
+    keep_freed_host_memory,
+)
 from reslab.training.learner import Learner
 from reslab.training.loggers import CSVLogger, TensorBoardCallback
 from reslab.training.losses import NegativeSamplingCallback, NegativeSamplingLoss
@@ -98,6 +102,7 @@ __all__ = [
     "evaluate",
     "get_metric",
     "get_rng_state",
+    "host_memory_policy",
     "init_distributed",
     "keep_freed_host_memory",
     "lr_find",
