@@ -182,6 +182,45 @@ def test_compile_callback_trains_through_the_compiled_module(monkeypatch):
     assert not any("_orig_mod" in k or "inner" in k for k in learn.model.state_dict())
 
 
+@pytest.mark.parametrize(
+    "env, cache_during_fit",
+    [
+        ({}, True),
+        ({"ATEN_CPU_CAPABILITY": "avx2"}, False),
+        ({"ATEN_CPU_CAPABILITY": "avx2", "TORCHINDUCTOR_CACHE_DIR": "/tmp/own"}, True),
+    ],
+)
+def test_compile_keeps_inductor_graph_cache_off_for_another_cpus_kernels(
+    env, cache_during_fit, monkeypatch
+):
+    """torch 2.14's FX-graph cache does not key on ATEN_CPU_CAPABILITY (it served AVX-512
+    graphs to an AVX2 run: wrong logits): with the variable set and no cache folder of its
+    own, a compiled fit runs with that cache off, and the setting comes back after the fit."""
+    import torch._inductor.config as inductor_config
+
+    for name in ("ATEN_CPU_CAPABILITY", "TORCHINDUCTOR_CACHE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    seen = []
+
+    class Wrapped(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            seen.append(inductor_config.fx_graph_cache)
+            return self.inner(x)
+
+    monkeypatch.setattr(torch, "compile", lambda module, mode=None: Wrapped(module))
+    x, y = toy_data(16)
+    with inductor_config.patch(fx_graph_cache=True):
+        Learner(toy_net(), batches(x, y, 8), None, cbs=[Compile()], progress=False).fit(1)
+        assert seen == [cache_during_fit, cache_during_fit]
+        assert inductor_config.fx_graph_cache is True
+
+
 @pytest.mark.slow
 def test_compiled_fit_checkpoints_plain_keys_and_resumes(tmp_path):
     """With torch.compile (inductor on the CPU): checkpoints hold the plain module's keys (no

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
+import torch._inductor.config as inductor_config
 from torch import nn
 
 from reslab.training.callback import Callback
@@ -22,6 +24,12 @@ class Compile(Callback):
     The first batches of a fit pay for the compilation (and a fit of another input shape or
     mode compiles again); the graph is cached for later fits of the same model.
 
+    With ``$ATEN_CPU_CAPABILITY`` set (a machine made to run another CPU's kernels) and no
+    cache folder of its own (``$TORCHINDUCTOR_CACHE_DIR``), inductor's FX-graph cache is off
+    for the fit: torch 2.14's cache does not key its entries on that variable, and served an
+    AVX2 run the graphs compiled for AVX-512 (ResNet-20's logits off by up to 2.0, a NaN loss at
+    the first step; BENCHMARKS.md, "An AVX2-only CPU").
+
     Args:
         mode: ``torch.compile``'s mode (``None``: the default; ``"max-autotune"`` tries more
             kernels for longer).
@@ -32,14 +40,19 @@ class Compile(Callback):
     def __init__(self, mode: str | None = None) -> None:
         self.mode = mode
         self._swap: tuple[nn.Module, Any] | None = None  # (plain, compiled) during a fit
+        self._graph_cache = inductor_config.fx_graph_cache  # as it was before the fit
 
     def before_fit(self) -> None:
         learn = self.learn
+        self._graph_cache = inductor_config.fx_graph_cache
+        if os.environ.get("ATEN_CPU_CAPABILITY") and not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+            inductor_config.fx_graph_cache = False  # its keys do not see the capability
         compiled = torch.compile(learn.forward_model, mode=self.mode)
         self._swap = (learn.forward_model, compiled)
         learn.forward_model = compiled
 
     def cleanup_fit(self) -> None:
+        inductor_config.fx_graph_cache = self._graph_cache
         if self._swap is not None:
             plain, compiled = self._swap
             if self.learn.forward_model is compiled:  # (DDP's cleanup may have reset it first)
