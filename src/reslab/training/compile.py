@@ -27,8 +27,8 @@ class Compile(Callback):
     With ``$ATEN_CPU_CAPABILITY`` set (a machine made to run another CPU's kernels) and no
     cache folder of its own (``$TORCHINDUCTOR_CACHE_DIR``), inductor's FX-graph cache is off
     for the fit: torch 2.14's cache does not key its entries on that variable, and served an
-    AVX2 run the graphs compiled for AVX-512 (ResNet-20's logits off by up to 2.0, a NaN loss at
-    the first step; BENCHMARKS.md, "An AVX2-only CPU").
+    AVX2 run the graphs compiled for AVX-512 (ResNet-20's logits wrong, a NaN loss at the first
+    step; BENCHMARKS.md, "An AVX2-only CPU").
 
     Args:
         mode: ``torch.compile``'s mode (``None``: the default; ``"max-autotune"`` tries more
