@@ -158,10 +158,8 @@ def test_train_options_refused_elsewhere(capsys):
 
 
 # ------------------------------------------------------------------ --compile
-def test_compile_callback_trains_through_the_compiled_module(monkeypatch):
-    """The training forward goes through torch.compile's module for the fit only; the
-    Learner's model stays the plain module (checkpoint keys unchanged)."""
-    calls = []
+def fake_compile(monkeypatch, on_forward) -> None:
+    """``torch.compile`` made to wrap the module in one that calls ``on_forward(x)`` first."""
 
     class Wrapped(nn.Module):
         def __init__(self, inner):
@@ -169,10 +167,17 @@ def test_compile_callback_trains_through_the_compiled_module(monkeypatch):
             self.inner = inner
 
         def forward(self, x):
-            calls.append(len(x))
+            on_forward(x)
             return self.inner(x)
 
     monkeypatch.setattr(torch, "compile", lambda module, mode=None: Wrapped(module))
+
+
+def test_compile_callback_trains_through_the_compiled_module(monkeypatch):
+    """The training forward goes through torch.compile's module for the fit only; the
+    Learner's model stays the plain module (checkpoint keys unchanged)."""
+    calls = []
+    fake_compile(monkeypatch, lambda x: calls.append(len(x)))
     x, y = toy_data(32)
     model = toy_net()
     learn = Learner(model, batches(x, y, 8), batches(x, y, 16), cbs=[Compile()], progress=False)
@@ -203,17 +208,7 @@ def test_compile_keeps_inductor_graph_cache_off_for_another_cpus_kernels(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     seen = []
-
-    class Wrapped(nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x):
-            seen.append(inductor_config.fx_graph_cache)
-            return self.inner(x)
-
-    monkeypatch.setattr(torch, "compile", lambda module, mode=None: Wrapped(module))
+    fake_compile(monkeypatch, lambda x: seen.append(inductor_config.fx_graph_cache))
     x, y = toy_data(16)
     with inductor_config.patch(fx_graph_cache=True):
         Learner(toy_net(), batches(x, y, 8), None, cbs=[Compile()], progress=False).fit(1)

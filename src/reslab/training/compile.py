@@ -6,7 +6,6 @@ import os
 from typing import Any
 
 import torch
-import torch._inductor.config as inductor_config
 from torch import nn
 
 from reslab.training.callback import Callback
@@ -40,19 +39,24 @@ class Compile(Callback):
     def __init__(self, mode: str | None = None) -> None:
         self.mode = mode
         self._swap: tuple[nn.Module, Any] | None = None  # (plain, compiled) during a fit
-        self._graph_cache = inductor_config.fx_graph_cache  # as it was before the fit
+        self._graph_cache: bool | None = None  # inductor's FX-graph cache setting, during a fit
 
     def before_fit(self) -> None:
         learn = self.learn
-        self._graph_cache = inductor_config.fx_graph_cache
         if os.environ.get("ATEN_CPU_CAPABILITY") and not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+            import torch._inductor.config as inductor_config  # (about 1 s: only when needed)
+
+            self._graph_cache = inductor_config.fx_graph_cache
             inductor_config.fx_graph_cache = False  # its keys do not see the capability
         compiled = torch.compile(learn.forward_model, mode=self.mode)
         self._swap = (learn.forward_model, compiled)
         learn.forward_model = compiled
 
     def cleanup_fit(self) -> None:
-        inductor_config.fx_graph_cache = self._graph_cache
+        if self._graph_cache is not None:
+            import torch._inductor.config as inductor_config
+
+            inductor_config.fx_graph_cache, self._graph_cache = self._graph_cache, None
         if self._swap is not None:
             plain, compiled = self._swap
             if self.learn.forward_model is compiled:  # (DDP's cleanup may have reset it first)
