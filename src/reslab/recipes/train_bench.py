@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from reslab.data import load_dataset, make_loader
+from reslab.layers.compiled_batch_norm import use_compiled_batch_norm
 from reslab.models.profile import cpu_flags, cpu_name
 from reslab.recipes.train import build_model_for_data
 from reslab.recipes.train_config import TrainConfig, train_path_name
@@ -136,6 +137,8 @@ class BareLoop:
             model = model.to(memory_format=torch.channels_last)
         self.model, self.path, self.hyper = model, path, hyper
         self.device = next(model.parameters()).device
+        if path.compile:  # as the Learner's Compile callback trains BatchNorm
+            use_compiled_batch_norm(model)
         self.step_model = torch.compile(model) if path.compile else model
         decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
         no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]

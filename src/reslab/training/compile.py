@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from typing import Any
 
 import torch
 from torch import nn
 
+from reslab.layers.compiled_batch_norm import batch_norm_for_compile
 from reslab.training.callback import Callback
 
 __all__ = ["Compile"]
@@ -29,15 +31,21 @@ class Compile(Callback):
     AVX2 run the graphs compiled for AVX-512 (ResNet-20's logits wrong, a NaN loss at the first
     step; BENCHMARKS.md, "An AVX2-only CPU").
 
+    For the fit, the model's ``nn.BatchNorm2d`` layers train through
+    :func:`reslab.layers.compiled_batch_norm.batch_norm_for_compile` (the same arithmetic, in
+    a form inductor's CPU code runs up to 3x faster; ``batch_norm=False`` keeps torch's).
+
     Args:
         mode: ``torch.compile``'s mode (``None``: the default; ``"max-autotune"`` tries more
             kernels for longer).
+        batch_norm: train BatchNorm2d layers through reslab's compiled-path batch norm.
     """
 
     order = -35  # after DistributedCallback (-40): the DDP wrapper is what gets compiled
 
-    def __init__(self, mode: str | None = None) -> None:
-        self.mode = mode
+    def __init__(self, mode: str | None = None, batch_norm: bool = True) -> None:
+        self.mode, self.batch_norm = mode, batch_norm
+        self._contexts = ExitStack()  # the batch-norm swap, during a fit
         self._swap: tuple[nn.Module, Any] | None = None  # (plain, compiled) during a fit
         self._graph_cache: bool | None = None  # inductor's FX-graph cache setting, during a fit
 
@@ -48,11 +56,14 @@ class Compile(Callback):
 
             self._graph_cache = inductor_config.fx_graph_cache
             inductor_config.fx_graph_cache = False  # its keys do not see the capability
+        if self.batch_norm:
+            self._contexts.enter_context(batch_norm_for_compile(learn.model))
         compiled = torch.compile(learn.forward_model, mode=self.mode)
         self._swap = (learn.forward_model, compiled)
         learn.forward_model = compiled
 
     def cleanup_fit(self) -> None:
+        self._contexts.close()
         if self._graph_cache is not None:
             import torch._inductor.config as inductor_config
 
