@@ -8,13 +8,21 @@ and each prints the largest difference between the compiled model's logits and t
 model's. On torch 2.14.1 the second gives wrong logits (BENCHMARKS.md, "An AVX2-only CPU");
 reslab's ``Compile`` callback turns that cache off in such a process.
 
-    flock /tmp/reslab-heavy.lock python3 benchmarks/inductor_isa_cache.py
+``--reverse``: the other direction. An AVX2 process fills a fresh cache with a training-mode
+BatchNorm2d graph (float32, channels-last, 256 x 16 x 28 x 28, input requiring grad); then a
+process with the machine's own kernels compiles the same graph from that cache, and another
+from a cache of its own. On torch 2.14.1 the one served the AVX2 entries dies (a segfault or
+glibc's heap-corruption abort). The ``Compile`` callback's guard keeps a reslab process with
+``ATEN_CPU_CAPABILITY`` set from writing such entries.
+
+    flock /tmp/reslab-heavy.lock python3 benchmarks/inductor_isa_cache.py [--reverse]
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -38,6 +46,45 @@ print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(),
                   "nan": bool(compiled.isnan().any())}))
 """
 
+CHILD_REVERSE = """
+import json
+import torch
+from torch import nn
+torch.manual_seed(0)
+bn = nn.BatchNorm2d(16)
+x = torch.randn(256, 16, 28, 28).contiguous(memory_format=torch.channels_last).requires_grad_()
+eager = nn.BatchNorm2d(16)(x)
+compiled = torch.compile(bn)
+for _ in range(5):
+    out = compiled(x)
+print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(),
+                  "max_abs_diff": (out - eager).abs().max().item(), "nan": False}))
+"""
+
+
+def child_status(cache: str, capability: str | None) -> str:
+    """Run the training-mode BatchNorm2d graph in a fresh process: its result or how it died."""
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "PYTHONPATH": str(REPO / "src")}
+    env.pop("ATEN_CPU_CAPABILITY", None)
+    if capability:
+        env["ATEN_CPU_CAPABILITY"] = capability
+    proc = subprocess.run([sys.executable, "-c", CHILD_REVERSE], env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    if proc.returncode < 0:
+        return f"died on signal {-proc.returncode} ({signal.Signals(-proc.returncode).name})"
+    if proc.returncode != 0:
+        glibc = [line for line in proc.stderr.splitlines() if "corrupt" in line or "free()" in line]
+        return f"died, exit status {proc.returncode} ({(glibc or ['?'])[-1]})"
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    return f"{res['capability']}, max |compiled - eager| = {res['max_abs_diff']:.3g}"
+
+
+def reverse() -> None:
+    shared, own = (tempfile.mkdtemp(prefix="reslab-inductor-cache-") for _ in range(2))
+    print("ATEN_CPU_CAPABILITY=avx2, fills a fresh cache:", child_status(shared, "avx2"))
+    print("machine's own kernels, from that cache:", child_status(shared, None))
+    print("machine's own kernels, a cache of its own:", child_status(own, None))
+
 
 def child(cache: str, capability: str | None, graph_cache: str) -> dict:
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "PYTHONPATH": str(REPO / "src")}
@@ -52,6 +99,9 @@ def child(cache: str, capability: str | None, graph_cache: str) -> dict:
 
 
 def main() -> None:
+    if "--reverse" in sys.argv[1:]:
+        reverse()
+        return
     cache = tempfile.mkdtemp(prefix="reslab-inductor-cache-")
     steps = [("machine's own kernels, fills the cache", None, "on"),
              ("ATEN_CPU_CAPABILITY=avx2, FX-graph cache on", "avx2", "on"),
