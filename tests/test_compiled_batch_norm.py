@@ -4,6 +4,7 @@ against finite differences."""
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -175,3 +176,20 @@ def test_compiled_training_matches_torch_batch_norm():
                 torch.testing.assert_close(grads(ours)[name], grad, rtol=1e-3, atol=1e-4)
             ref.zero_grad(), ours.zero_grad()
     torch.testing.assert_close(ours.state_dict(), ref.state_dict(), rtol=1e-5, atol=1e-6)
+
+
+def test_compile_callback_keeps_torch_batch_norm_on_a_gpu(monkeypatch):
+    """The code-generation problem is the CPU's: on another device (a stand-in Learner on
+    "cuda", no GPU needed) the Compile callback leaves torch's batch norm in place."""
+    fake_compile(monkeypatch, lambda x: None)
+    model = toy_net(bn=True)
+    callback = Compile()
+    callback.learn = SimpleNamespace(device=torch.device("cuda"), model=model, forward_model=model)
+    callback.before_fit()
+    assert not any("forward" in vars(m) for m in model.modules())
+    callback.cleanup_fit()
+    callback.learn.device = torch.device("cpu")  # the same stand-in on the CPU: swapped
+    callback.before_fit()
+    assert all("forward" in vars(m) for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    callback.cleanup_fit()
+    assert not any("forward" in vars(m) for m in model.modules())

@@ -137,7 +137,7 @@ class BareLoop:
             model = model.to(memory_format=torch.channels_last)
         self.model, self.path, self.hyper = model, path, hyper
         self.device = next(model.parameters()).device
-        if path.compile:  # as the Learner's Compile callback trains BatchNorm
+        if path.compile and self.device.type == "cpu":  # as the Compile callback does
             use_compiled_batch_norm(model)
         self.step_model = torch.compile(model) if path.compile else model
         decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]

@@ -31,14 +31,16 @@ class Compile(Callback):
     AVX2 run the graphs compiled for AVX-512 (ResNet-20's logits wrong, a NaN loss at the first
     step; BENCHMARKS.md, "An AVX2-only CPU").
 
-    For the fit, the model's ``nn.BatchNorm2d`` layers train through
+    On the CPU, for the fit, the model's ``nn.BatchNorm2d`` layers train through
     :func:`reslab.layers.compiled_batch_norm.batch_norm_for_compile` (the same arithmetic, in
-    a form inductor's CPU code runs up to 3x faster; ``batch_norm=False`` keeps torch's).
+    a form inductor's CPU code runs faster; ``batch_norm=False`` keeps torch's). On a GPU
+    inductor's Triton kernels do not have that problem, and torch's batch norm is kept.
 
     Args:
         mode: ``torch.compile``'s mode (``None``: the default; ``"max-autotune"`` tries more
             kernels for longer).
-        batch_norm: train BatchNorm2d layers through reslab's compiled-path batch norm.
+        batch_norm: on the CPU, train BatchNorm2d layers through reslab's compiled-path
+            batch norm.
     """
 
     order = -35  # after DistributedCallback (-40): the DDP wrapper is what gets compiled
@@ -56,7 +58,7 @@ class Compile(Callback):
 
             self._graph_cache = inductor_config.fx_graph_cache
             inductor_config.fx_graph_cache = False  # its keys do not see the capability
-        if self.batch_norm:
+        if self.batch_norm and learn.device.type == "cpu":  # (a CPU code-generation fix)
             self._contexts.enter_context(batch_norm_for_compile(learn.model))
         compiled = torch.compile(learn.forward_model, mode=self.mode)
         self._swap = (learn.forward_model, compiled)
