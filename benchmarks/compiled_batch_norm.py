@@ -1,12 +1,11 @@
 """torch's batch norm against reslab's compiled-path batch norm under torch.compile, side by
 side in one process (CPU; bf16 autocast, channels-last, as `reslab train --compile` runs).
 
-Three measurements, each alternating the two sides so drift hits both alike:
+Two measurements, each alternating the two sides so drift hits both alike:
 1. the normalising pass alone (no grad) on ResNet-20's first-stage activation shape: the
    per-channel ``rsqrt(var / n + eps)`` written inline (as inductor's lowering fuses it)
    against ``scale``/``shift`` read from memory;
-2. BatchNorm2d + ReLU, forward and backward, compiled, at each ResNet-20 stage's shape;
-3. whole training epochs of ResNet-20 on Fashion-MNIST (the bare loop of `reslab bench
+2. whole training epochs of ResNet-20 on Fashion-MNIST (the bare loop of `reslab bench
    train`, compile+bf16+cl), torch's batch norm against reslab's.
 
     flock /tmp/reslab-heavy.lock python3 benchmarks/compiled_batch_norm.py --json out.json
@@ -26,11 +25,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from reslab.layers.compiled_batch_norm import restore_batch_norm, use_compiled_batch_norm
+from reslab.layers.compiled_batch_norm import restore_batch_norm
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 256  # images per step, as the A/B and fmnist-fast
-STAGES = [(16, 28), (32, 14), (64, 7)]  # ResNet-20 on 28 px: (channels, side) per stage
 
 
 def ms_per_call(fn: Callable[[], object], calls: int, warmup: int = 5) -> float:
@@ -42,9 +40,9 @@ def ms_per_call(fn: Callable[[], object], calls: int, warmup: int = 5) -> float:
     return (time.perf_counter() - start) / calls * 1e3
 
 
-def activation(channels: int, side: int, grad: bool = False) -> torch.Tensor:
+def activation(channels: int, side: int) -> torch.Tensor:
     x = torch.randn(BATCH, channels, side, side).to(torch.bfloat16)
-    return x.contiguous(memory_format=torch.channels_last).requires_grad_(grad)
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def normalising_pass(rounds: int) -> dict:
@@ -52,39 +50,18 @@ def normalising_pass(rounds: int) -> dict:
     mean, var, weight, bias = (torch.rand(1, 16, 1, 1) for _ in range(4))
     scale, shift = weight * torch.rsqrt(var + 1e-5), bias - mean * weight
     inline = torch.compile(
-        lambda x, m, v, w, b: torch.relu((x - m) * torch.rsqrt(v / count + 1e-5) * w + b)
+        lambda x, m, v, w, b: torch.relu((x - m) * torch.rsqrt(v / count + 1e-5) * w + b).to(
+            x.dtype
+        )
     )
-    read = torch.compile(lambda x, s, b: torch.relu(x * s + b))
+    read = torch.compile(lambda x, s, b: torch.relu(x * s + b).to(x.dtype))
     sides: dict[str, list[float]] = {"inline rsqrt": [], "scale/shift read": []}
     with torch.no_grad():
         for _ in range(rounds):
             sides["inline rsqrt"].append(
-                ms_per_call(lambda: inline(x, mean, var, weight, bias).bfloat16(), 30)
+                ms_per_call(lambda: inline(x, mean, var, weight, bias), 30)
             )
-            sides["scale/shift read"].append(
-                ms_per_call(lambda: read(x, scale, shift).bfloat16(), 30)
-            )
-    return {k: stats(v) for k, v in sides.items()}
-
-
-def bn_relu_step(channels: int, side: int, rounds: int) -> dict:
-    x, grad = activation(channels, side, grad=True), activation(channels, side)
-    sides: dict[str, list[float]] = {"torch": [], "reslab": []}
-    nets = {}
-    for name in sides:
-        torch.manual_seed(0)
-        net = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU())
-        if name == "reslab":
-            use_compiled_batch_norm(net)
-        nets[name] = torch.compile(net)
-
-    def step(net: nn.Module) -> None:
-        net(x).backward(grad)
-        x.grad = None
-
-    for _ in range(rounds):
-        for name, net in nets.items():
-            sides[name].append(ms_per_call(lambda net=net: step(net), 20))
+            sides["scale/shift read"].append(ms_per_call(lambda: read(x, scale, shift), 30))
     return {k: stats(v) for k, v in sides.items()}
 
 
@@ -153,11 +130,8 @@ def main() -> None:
         "cpu_flags": cpu_flags(("avx512_bf16", "amx", "avx2", "avx512f")),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "statistic": "mean ± std over rounds; ms per call (1, 2), samples/s (3)",
+        "statistic": "mean ± std over rounds; ms per call (1), samples/s (2)",
         "normalising_pass_ms_16x28": normalising_pass(args.rounds),
-        "bn_relu_fwd_bwd_ms": {
-            f"{c}x{s}": bn_relu_step(c, s, args.rounds) for c, s in STAGES
-        },  # fmt: skip
         "resnet20_epoch": resnet20_epochs(args.rounds, args.batches),
     }
     print(json.dumps(report, indent=2))

@@ -193,3 +193,17 @@ def test_compile_callback_keeps_torch_batch_norm_on_a_gpu(monkeypatch):
     assert all("forward" in vars(m) for m in model.modules() if isinstance(m, nn.BatchNorm2d))
     callback.cleanup_fit()
     assert not any("forward" in vars(m) for m in model.modules())
+
+
+def test_float32_statistics_survive_a_large_mean():
+    """The variance comes from one pass of sums; with values 300 +- 0.05 (mean / std = 6,000)
+    plain float32 sums of x and x^2 would lose it to cancellation. Output and running
+    variance against torch's batch norm in float64."""
+    torch.manual_seed(0)
+    x = 300 + 0.05 * torch.randn(16, 3, 6, 6, dtype=torch.float64)
+    ref = nn.BatchNorm2d(3, momentum=1.0).double()
+    ours = nn.BatchNorm2d(3, momentum=1.0)
+    use_compiled_batch_norm(ours)
+    out_ref, out = ref(x), ours(x.float().requires_grad_())
+    torch.testing.assert_close(out.double(), out_ref, rtol=0, atol=2e-3)
+    torch.testing.assert_close(ours.running_var.double(), ref.running_var, rtol=1e-3, atol=0)
