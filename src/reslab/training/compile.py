@@ -34,7 +34,8 @@ class Compile(Callback):
     On the CPU, for the fit, the model's ``nn.BatchNorm2d`` layers train through
     :func:`reslab.layers.compiled_batch_norm.batch_norm_for_compile` (the same arithmetic, in
     a form inductor's CPU code runs faster; ``batch_norm=False`` keeps torch's). On a GPU
-    inductor's Triton kernels do not have that problem, and torch's batch norm is kept.
+    torch's batch norm is kept (inductor's Triton kernels are generated another way, and the
+    change was not measured there).
 
     Args:
         mode: ``torch.compile``'s mode (``None``: the default; ``"max-autotune"`` tries more
