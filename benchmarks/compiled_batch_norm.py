@@ -6,9 +6,12 @@ Two measurements, each alternating the two sides so drift hits both alike:
    per-channel ``rsqrt(var / n + eps)`` written inline (as inductor's lowering fuses it)
    against ``scale``/``shift`` read from memory;
 2. whole training epochs of ResNet-20 on Fashion-MNIST (the bare loop of `reslab bench
-   train`, compile+bf16+cl), torch's batch norm against reslab's.
+   train`, `--path`, default compile+bf16+cl), torch's batch norm against reslab's.
 
     flock /tmp/reslab-heavy.lock python3 benchmarks/compiled_batch_norm.py --json out.json
+    # an AVX2-only CPU, imitated (float32: no native bf16), with a compile cache of its own:
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 TORCHINDUCTOR_CACHE_DIR=/tmp/ic-avx2 \
+        python3 benchmarks/compiled_batch_norm.py --path compile+cl
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
 import subprocess
 import time
@@ -29,6 +33,7 @@ from reslab.layers.compiled_batch_norm import restore_batch_norm
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 256  # images per step, as the A/B and fmnist-fast
+ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "TORCHINDUCTOR_CACHE_DIR")
 
 
 def ms_per_call(fn: Callable[[], object], calls: int, warmup: int = 5) -> float:
@@ -65,7 +70,7 @@ def normalising_pass(rounds: int) -> dict:
     return {k: stats(v) for k, v in sides.items()}
 
 
-def resnet20_epochs(rounds: int, batches: int) -> dict:
+def resnet20_epochs(rounds: int, batches: int, path_name: str) -> dict:
     from reslab.data import load_dataset, make_loader
     from reslab.recipes import subset
     from reslab.recipes.train import build_model_for_data
@@ -79,7 +84,7 @@ def resnet20_epochs(rounds: int, batches: int) -> dict:
     cpu = torch.device("cpu")
     made = list(make_loader(train, BATCH, train=True, device=cpu, seed=0, workers=0).batches(0))
     model = build_model_for_data(cfg, train, cpu)
-    path = parse_paths("compile+bf16+cl")[0]
+    path = parse_paths(path_name)[0]
     loops = {"torch": BareLoop(copy.deepcopy(model), path), "reslab": BareLoop(model, path)}
     bns = [m for m in loops["torch"].model.modules() if isinstance(m, nn.BatchNorm2d)]
     restore_batch_norm(bns)  # (the bare loop swaps them on the compiled path): torch's again
@@ -113,6 +118,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per side")
     parser.add_argument("--batches", type=int, default=20, help="batches per timed epoch")
+    parser.add_argument("--path", default="compile+bf16+cl",
+                        help="the training path of the epochs (compile+cl: float32)")  # fmt: skip
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     from reslab.models.profile import cpu_flags, cpu_name
@@ -120,7 +127,8 @@ def main() -> None:
     torch.set_num_threads(torch.get_num_threads())
     report = {
         "command": f"python3 benchmarks/compiled_batch_norm.py --rounds {args.rounds} "
-        f"--batches {args.batches}",
+        f"--batches {args.batches} --path {args.path}",
+        "environment": {k: os.environ[k] for k in ISA_VARIABLES if k in os.environ},
         "commit": subprocess.run(
             ["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"],
             capture_output=True,
@@ -132,7 +140,7 @@ def main() -> None:
         "torch": torch.__version__,
         "statistic": "mean ± std over rounds; ms per call (1), samples/s (2)",
         "normalising_pass_ms_16x28": normalising_pass(args.rounds),
-        "resnet20_epoch": resnet20_epochs(args.rounds, args.batches),
+        "resnet20_epoch": resnet20_epochs(args.rounds, args.batches, args.path),
     }
     print(json.dumps(report, indent=2))
     if args.json:
