@@ -1,25 +1,29 @@
 """Training-mode BatchNorm written for TorchInductor's CPU code generator.
 
 Why: inductor's own batch-norm lowering inlines the per-channel arithmetic
-(``rsqrt(var / n + eps) * weight``…) into the loop over every activation. On the
-CPU the C++ compiler cannot hoist it out of that loop (the loads may alias the
-stores), so each row of a channels-last tensor pays a vector square root and two
-divisions: the normalising pass of ResNet-20's first stage ran 2.7x slower than
-the same pass with the per-channel ``scale`` and ``shift`` read from memory (1.05
-ms against 0.39 ms; BENCHMARKS.md, "Batch norm for the compiled path").
+(``rsqrt(var / n + eps) * weight``…) into the loop over every activation. On the CPU
+the C++ compiler cannot hoist it out of that loop (the loads may alias the stores),
+so each row of a channels-last tensor pays a vector square root and two divisions:
+the normalising pass of ResNet-20's first stage ran 2.7x slower than the same pass
+with the per-channel ``scale`` and ``shift`` read from memory (1.05 ms against 0.39
+ms; BENCHMARKS.md, "Batch norm for the compiled path").
 
 Here the statistics come from one pass of sums (of ``x`` less a per-channel pivot),
 the per-channel mean, variance, ``scale`` and ``shift`` are computed by a small
 registered op (``reslab::bn_stats_to_affine``) that inductor calls as it is instead
-of fusing it, and the activation pass is one multiply-add. The backward is written out (the textbook batch-norm gradient) with only
-multiplications in its per-channel terms, so inductor fuses it into one
-reduction and one elementwise pass.
+of fusing it, and the activation pass is one multiply-add. The backward is written
+out (the textbook batch-norm gradient, first order only) with only multiplications
+in its per-channel terms, so inductor fuses it into one reduction and one elementwise
+pass.
 
-:func:`batch_norm_for_compile` gives the ``nn.BatchNorm2d`` modules of a model this
-forward for as long as the context lasts (the ``Compile`` callback does so for a fit
-on the CPU; ResNet-20's compiled training epoch ran 1.086x faster). The modules keep their parameters,
-buffers and state-dict keys; evaluation, ``no_grad``, ``momentum=None`` and the
-other uncommon settings go through ``nn.BatchNorm2d.forward`` unchanged.
+:func:`batch_norm_for_compile` makes the ``nn.BatchNorm2d`` modules of a model
+:class:`BatchNorm2dForCompile` for as long as the context lasts (the ``Compile``
+callback does so for a fit on the CPU; ResNet-20's compiled training epoch ran 1.086x
+faster). The modules keep their parameters, buffers and state-dict keys; evaluation,
+``no_grad`` and the uncommon settings go through ``nn.BatchNorm2d.forward``. The
+one-pass statistics round differently from torch's Welford reduction; in float32
+they would lose precision only if a channel's first value lay some thousand standard
+deviations from its mean.
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 __all__ = [
+    "BatchNorm2dForCompile",
     "batch_norm_for_compile",
     "restore_batch_norm",
     "train_batch_norm2d",
@@ -43,12 +49,12 @@ _REDUCE_DIMS = (0, 2, 3)  # every axis but the channels of an N, C, H, W tensor
 _LIBRARY = torch.library.Library("reslab", "FRAGMENT")
 _LIBRARY.define(
     "bn_stats_to_affine(Tensor pivot, Tensor sum, Tensor sum_sq, Tensor weight, Tensor bias,"
-    " float count, float eps) -> (Tensor, Tensor, Tensor, Tensor, Tensor)"
+    " SymInt count, float eps) -> (Tensor, Tensor, Tensor, Tensor, Tensor)"
 )
 
 
 def _stats_to_affine(
-    pivot: Tensor, sum_: Tensor, sum_sq: Tensor, weight: Tensor, bias: Tensor, count: float,
+    pivot: Tensor, sum_: Tensor, sum_sq: Tensor, weight: Tensor, bias: Tensor, count: int,
     eps: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     """Per channel, from the sums of ``x - pivot`` and of its square over ``count`` values:
@@ -63,7 +69,7 @@ def _stats_to_affine(
 
 
 def _stats_to_affine_shapes(
-    pivot: Tensor, sum_: Tensor, sum_sq: Tensor, weight: Tensor, bias: Tensor, count: float,
+    pivot: Tensor, sum_: Tensor, sum_sq: Tensor, weight: Tensor, bias: Tensor, count: int,
     eps: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     return tuple(torch.empty_like(pivot) for _ in range(5))  # type: ignore[return-value]
@@ -97,7 +103,7 @@ class _TrainBatchNorm2d(torch.autograd.Function):
         centred = xf - _per_channel(pivot)
         mean, var, scale, shift, invstd = torch.ops.reslab.bn_stats_to_affine(
             pivot, centred.sum(_REDUCE_DIMS), (centred * centred).sum(_REDUCE_DIMS),
-            weight, bias, float(x.numel() // x.shape[1]), eps,
+            weight, bias, x.numel() // x.shape[1], eps,  # (an int: no recompile per batch size)
         )  # fmt: skip
         y = (xf * _per_channel(scale) + _per_channel(shift)).to(x.dtype)
         ctx.save_for_backward(x, mean, invstd, weight)
@@ -105,6 +111,7 @@ class _TrainBatchNorm2d(torch.autograd.Function):
         return y, mean, var
 
     @staticmethod
+    @once_differentiable  # the backward treats mean and invstd as constants: no double backward
     def backward(
         ctx: Any, grad_y: Tensor, _grad_mean: Tensor, _grad_var: Tensor
     ) -> tuple[Tensor, Tensor, Tensor, None]:
@@ -130,6 +137,7 @@ def train_batch_norm2d(
 
 
 def _takes_fast_path(bn: nn.BatchNorm2d, x: Tensor) -> bool:
+    widened = torch.promote_types(x.dtype, torch.float32)
     return (
         bn.training
         and torch.is_grad_enabled()
@@ -138,39 +146,50 @@ def _takes_fast_path(bn: nn.BatchNorm2d, x: Tensor) -> bool:
         and bn.momentum is not None
         and x.dim() == 4
         and x.numel() > x.shape[1]  # more than one value per channel
+        and bn.weight.dtype == widened  # (a model in bf16 throughout: torch's)
+        and bn.running_mean is not None
+        and bn.running_mean.dtype == widened
     )
 
 
-def _forward(bn: nn.BatchNorm2d, x: Tensor) -> Tensor:
-    if not _takes_fast_path(bn, x):
-        return nn.BatchNorm2d.forward(bn, x)
-    assert bn.running_mean is not None and bn.running_var is not None
-    assert bn.num_batches_tracked is not None and bn.momentum is not None
-    y, mean, var = train_batch_norm2d(x, bn.weight, bn.bias, bn.eps)
-    count = x.numel() // x.shape[1]
-    with torch.no_grad():  # as nn.BatchNorm2d: the running variance is the unbiased one
-        bn.running_mean.lerp_(mean, bn.momentum)
-        bn.running_var.lerp_(var * (count / (count - 1)), bn.momentum)
-        bn.num_batches_tracked.add_(1)
-    return y
+class BatchNorm2dForCompile(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` that trains through :func:`train_batch_norm2d`; every other case
+    (evaluation, ``no_grad``/``inference_mode``, ``momentum=None``, no affine, no running
+    statistics, parameters in another dtype than the float32/float64 arithmetic, one value
+    per channel) runs ``nn.BatchNorm2d.forward``. Same parameters, buffers and state-dict
+    keys; :func:`use_compiled_batch_norm` turns a model's layers into it and back."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not _takes_fast_path(self, x):
+            return super().forward(x)
+        assert self.running_mean is not None and self.running_var is not None
+        assert self.num_batches_tracked is not None and self.momentum is not None
+        y, mean, var = train_batch_norm2d(x, self.weight, self.bias, self.eps)
+        count = x.numel() // x.shape[1]
+        with torch.no_grad():  # as nn.BatchNorm2d: the running variance is the unbiased one
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var * (count / (count - 1)), self.momentum)
+            self.num_batches_tracked.add_(1)
+        return y
 
 
 def use_compiled_batch_norm(model: nn.Module) -> list[nn.Module]:
     """Every module of ``model`` whose type is exactly ``nn.BatchNorm2d`` (a subclass may
-    override ``forward``: it is left alone) trains through :func:`train_batch_norm2d` from
-    now on. Returns the modules changed, for :func:`restore_batch_norm`."""
-    changed: list[nn.Module] = [
-        m for m in model.modules() if type(m) is nn.BatchNorm2d and "forward" not in vars(m)
-    ]
+    override ``forward``: it is left alone) becomes a :class:`BatchNorm2dForCompile` (its
+    class is swapped; parameters and buffers stay). Returns the modules changed, for
+    :func:`restore_batch_norm`. A copy or a pickle made meanwhile keeps the class, which
+    computes what ``nn.BatchNorm2d`` does."""
+    changed: list[nn.Module] = [m for m in model.modules() if type(m) is nn.BatchNorm2d]
     for bn in changed:
-        bn.forward = _forward.__get__(bn)
+        bn.__class__ = BatchNorm2dForCompile
     return changed
 
 
 def restore_batch_norm(modules: list[nn.Module]) -> None:
-    """Give ``modules`` back ``nn.BatchNorm2d.forward``."""
+    """Make ``modules`` plain ``nn.BatchNorm2d`` again."""
     for bn in modules:
-        vars(bn).pop("forward", None)
+        if type(bn) is BatchNorm2dForCompile:
+            bn.__class__ = nn.BatchNorm2d  # type: ignore[assignment]
 
 
 @contextmanager
