@@ -124,7 +124,6 @@ def main() -> None:
     args = parser.parse_args()
     from reslab.models.profile import cpu_flags, cpu_name
 
-    torch.set_num_threads(torch.get_num_threads())
     report = {
         "command": f"python3 benchmarks/compiled_batch_norm.py --rounds {args.rounds} "
         f"--batches {args.batches} --path {args.path}",

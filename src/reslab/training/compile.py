@@ -48,17 +48,16 @@ class Compile(Callback):
 
     def __init__(self, mode: str | None = None, batch_norm: bool = True) -> None:
         self.mode, self.batch_norm = mode, batch_norm
-        self._contexts = ExitStack()  # the batch-norm swap, during a fit
+        self._contexts = ExitStack()  # what a fit changes (cache setting, batch norm), undone
         self._swap: tuple[nn.Module, Any] | None = None  # (plain, compiled) during a fit
-        self._graph_cache: bool | None = None  # inductor's FX-graph cache setting, during a fit
 
     def before_fit(self) -> None:
         learn = self.learn
         if os.environ.get("ATEN_CPU_CAPABILITY") and not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
             import torch._inductor.config as inductor_config  # (about 1 s: only when needed)
 
-            self._graph_cache = inductor_config.fx_graph_cache
-            inductor_config.fx_graph_cache = False  # its keys do not see the capability
+            # its keys do not see the capability
+            self._contexts.enter_context(inductor_config.patch(fx_graph_cache=False))
         if self.batch_norm and learn.device.type == "cpu":  # (a CPU code-generation fix)
             self._contexts.enter_context(batch_norm_for_compile(learn.model))
         compiled = torch.compile(learn.forward_model, mode=self.mode)
@@ -67,10 +66,6 @@ class Compile(Callback):
 
     def cleanup_fit(self) -> None:
         self._contexts.close()
-        if self._graph_cache is not None:
-            import torch._inductor.config as inductor_config
-
-            inductor_config.fx_graph_cache, self._graph_cache = self._graph_cache, None
         if self._swap is not None:
             plain, compiled = self._swap
             if self.learn.forward_model is compiled:  # (DDP's cleanup may have reset it first)
